@@ -1,0 +1,64 @@
+"The sipf command: `sipf demo --quick` end to end, and bad input failing fast with one clear line."
+import json, subprocess, sys, time
+from pathlib import Path as FilePath
+import pytest
+
+SIPF = [sys.executable, '-c', 'import sys; from sipf.cli import main; sys.exit(main())']
+
+
+def sipf(*args, cwd=None, timeout=900):
+    return subprocess.run([*SIPF, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def _one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith('sipf: error: '), r.stderr[-2000:]
+    assert 'Traceback' not in r.stderr
+    for n in needles: assert n in last, last
+
+
+def test_config_typo(tmp_path):
+    r = sipf('run', 'toy-quick', '--set', 'itrations=2', '--set', f'runs_dir={tmp_path}')
+    _one_line_error(r, "unknown config key 'itrations'", "did you mean 'iterations'")
+    assert not list(tmp_path.iterdir())  # nothing started
+
+
+def test_section_typo(tmp_path):
+    r = sipf('run', 'toy-quick', '--set', 'align.bta=0.2', '--set', f'runs_dir={tmp_path}')
+    _one_line_error(r, "'align' key 'bta'", "did you mean 'beta'")
+
+
+def test_missing_config_file():
+    _one_line_error(sipf('run', 'no-such-config.yaml'), "no config file 'no-such-config.yaml'")
+
+
+def test_unknown_model_fails_before_work(tmp_path):
+    t0 = time.time()
+    r = sipf('run', 'toy-quick', '--set', 'model=./models/typo', '--set', f'runs_dir={tmp_path}')
+    _one_line_error(r, "unknown model './models/typo'")
+    assert not list(tmp_path.iterdir()) and time.time() - t0 < 120
+
+
+def test_bad_data_fails_before_work(tmp_path):
+    bad = tmp_path/'train.jsonl'; bad.write_text('{"id": "a", "question": "q"\n')
+    r = sipf('run', 'toy-quick', '--set', f'task_path={bad}', '--set', f'runs_dir={tmp_path/"runs"}')
+    _one_line_error(r, 'train.jsonl')
+    assert not (tmp_path/'runs').exists()
+
+
+def test_unknown_method_and_task():
+    _one_line_error(sipf('run', 'toy-quick', '--set', 'method=sipff'), "did you mean 'sipf'")
+    _one_line_error(sipf('eval', 'no/model', '--task', 'gsm8kk'), "unknown task 'gsm8kk'")
+
+
+def test_demo_quick_end_to_end(tmp_path):
+    t0 = time.time()
+    r = sipf('demo', '--quick', '--runs-dir', str(tmp_path), timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ('SFT', 'SIPF-Iter1', 'SIPF-Iter3', 'SIOF-Iter3', 'RFT', 'SFT-gold-Iter3'): assert f'| {name} |' in r.stdout, r.stdout
+    res = json.loads((tmp_path/'results.json').read_text())
+    assert len(res['mean']) == 1 + 3 + 3 + 1 + 3
+    assert (tmp_path/'plots'/'iterations.png').exists()
+    assert list(tmp_path.glob('seed0-sipf/iter_3/pairs.jsonl'))
+    print(f"demo --quick took {time.time() - t0:.0f} s")
