@@ -27,7 +27,7 @@ def mc_labels(task, paths, args, seed):
     from sipf.models import load_model, toy_m0
     from sipf.sample import TransformersBackend
     from sipf.simulate import SimulateConfig, label_paths
-    model, tok = load_model(toy_m0('policy'), device='cpu')
+    model, tok = load_model(args.m0_dir or toy_m0('policy'), device='cpu')
     out = tempfile.mktemp(suffix='.jsonl')
     return label_paths(task, TransformersBackend(model, tok), paths, SimulateConfig(seed=seed), out)
 
@@ -38,7 +38,7 @@ def run(args, seed):
     tok = toy_tokenizer()
     tr, te = synthetic_paths(train, n_wrong=args.n_wrong, seed=seed), synthetic_paths(test, n_wrong=args.n_wrong, seed=10_000 + seed)
     labels = {'prm': mc_labels(train, tr, args, seed), 'orm': outcome_labels(tr)}
-    init = toy_config(tok, args.size) if args.init == 'scratch' else str(toy_m0('policy'))
+    init = toy_config(tok, args.size) if args.init == 'scratch' else str(args.m0_dir or toy_m0('policy'))
     truth_tr = true_step_labels(train, tr)
     res = {'seed': seed, 'n_train_paths': len(tr), 'n_test_paths': len(te),
            'label_agreement': {k: step_metrics([l.labels for l in v], truth_tr) for k, v in labels.items()}}
@@ -59,6 +59,7 @@ def main(argv=None):
     ap.add_argument('--n-wrong', type=int, default=2)
     ap.add_argument('--size', default='policy')
     ap.add_argument('--init', choices=['scratch', 'm0'], default='scratch')
+    ap.add_argument('--m0-dir', default=None, help='a saved M0 dir (default: toy_m0("policy"), trained and cached if missing)')
     ap.add_argument('--labels', choices=['synthetic', 'simulate'], default='synthetic')
     ap.add_argument('--epochs', type=float, default=4.0)
     ap.add_argument('--lr', type=float, default=2e-3)

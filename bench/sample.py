@@ -10,7 +10,9 @@ Both sides generate `n` samples of every question at the same temperature, max_n
 stop strings, judges, dedups and appends jsonl. Quotas are set so they never bind (one round per question), so both do
 the same generation work. The two are run alternately `--reps` times; the ratio of medians is reported.
 Throughput = generated tokens per second (samples differ between the two, so tokens are the fair unit); paths/s too.
-Last line: one JSON object.
+Seconds are measured twice: as this process's CPU time (`time.process_time`, the headline `throughput_ratio_vs_generate`:
+on a shared box wall time mostly measures the other processes) and as wall time (`wall_throughput_ratio_vs_generate`).
+Run with --threads 1 so CPU time is compute time. Last line: one JSON object.
 """
 import argparse, json, statistics, sys, tempfile, time
 from pathlib import Path as FilePath
@@ -65,22 +67,28 @@ def main(argv=None):
     prompts = [task.prompt(p) for p in problems]
     cfg = SampleConfig(n=a.n, temperature=a.temperature, max_new_tokens=a.max_new_tokens, n_pos=a.n, n_neg=a.n, max_rounds=1,
                        time_budget=0, dedup='text', questions_per_round=max(1, a.batch_size // a.n) * 4, seed=0)
-    bare_tps, sp_tps, bare_pps, sp_pps, info = [], [], [], [], {}
+    runs = {'generate': [], 'sample_paths': []}  # (tokens, paths, cpu seconds, wall seconds) per rep
     for rep in range(a.reps):
-        t = time.perf_counter(); texts, tokens = bare_generate(model, tok, prompts, a.n, a.temperature, a.max_new_tokens, task.stop, a.batch_size)
-        dt = time.perf_counter() - t; bare_tps.append(tokens / dt); bare_pps.append(len(texts) / dt)
-        t = time.perf_counter(); paths, sp_tokens, rounds = run_sample_paths(model, tok, task, problems, cfg, a.batch_size)
-        dt2 = time.perf_counter() - t; sp_tps.append(sp_tokens / dt2); sp_pps.append(a.n * len(problems) / dt2)
-        print(f"rep {rep}: bare {tokens} tok in {dt:.2f}s ({tokens / dt:.0f} tok/s) | sample_paths {sp_tokens} tok in {dt2:.2f}s "
-              f"({sp_tokens / dt2:.0f} tok/s), {len(paths)} paths kept, {rounds} rounds", file=sys.stderr)
-        info = dict(paths_kept=len(paths), correct=sum(p.correct for p in paths), rounds=rounds)
-    med = statistics.median
+        for name in (['generate', 'sample_paths'] if rep % 2 == 0 else ['sample_paths', 'generate']):
+            c, w = time.process_time(), time.perf_counter()
+            if name == 'generate':
+                texts, tokens = bare_generate(model, tok, prompts, a.n, a.temperature, a.max_new_tokens, task.stop, a.batch_size)
+                n_paths = len(texts)
+            else:
+                paths, tokens, rounds = run_sample_paths(model, tok, task, problems, cfg, a.batch_size)
+                n_paths, info = a.n * len(problems), dict(paths_kept=len(paths), correct=sum(p.correct for p in paths), rounds=rounds)
+            runs[name].append((tokens, n_paths, time.process_time() - c, time.perf_counter() - w))
+            t = runs[name][-1]
+            print(f"rep {rep} {name:>12}: {t[0]} tokens, {t[1]} samples, cpu {t[2]:.2f}s ({t[0] / t[2]:.0f} tok/s), "
+                  f"wall {t[3]:.2f}s ({t[0] / t[3]:.0f} tok/s)", file=sys.stderr)
+    rate = lambda name, i, j: statistics.median(r[i] / r[j] for r in runs[name])
+    ratio = lambda i, j: round(rate('sample_paths', i, j) / rate('generate', i, j), 3)
     print(json.dumps(dict(questions=len(problems), n=a.n, max_new_tokens=a.max_new_tokens, batch_size=a.batch_size,
                           threads=a.threads, model=a.model or 'toy policy (random init)', reps=a.reps,
-                          generate_tokens_per_s=round(med(bare_tps), 1), sample_paths_tokens_per_s=round(med(sp_tps), 1),
-                          generate_samples_per_s=round(med(bare_pps), 1), sample_paths_samples_per_s=round(med(sp_pps), 1),
-                          throughput_ratio_vs_generate=round(med(sp_tps) / med(bare_tps), 3),
-                          samples_ratio_vs_generate=round(med(sp_pps) / med(bare_pps), 3), **info)))
+                          generate_tokens_per_cpu_s=round(rate('generate', 0, 2), 1),
+                          sample_paths_tokens_per_cpu_s=round(rate('sample_paths', 0, 2), 1),
+                          throughput_ratio_vs_generate=ratio(0, 2), samples_ratio_vs_generate=ratio(1, 2),
+                          wall_throughput_ratio_vs_generate=ratio(0, 3), **info)))
 
 
 if __name__ == '__main__':

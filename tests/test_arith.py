@@ -72,7 +72,14 @@ def test_step_truth_any_completion():
     assert task.step_errors(p, f'The answer is {int(p.answer) + 1}') == ['answer']
     assert task.step_truth(p, f'The answer is {p.answer}') == [True]
     assert task.step_errors(p, '99 + 98 = 197') == ['unknown number']
-    assert task.step_errors(p, '2 + 2 = 5') == ['arithmetic']
+    a, op, b, c = p.meta['valid'][0]
+    first = [l for l in p.solution.splitlines() if f'{a} {op} {b} = {c}' in l]
+    if first and a in p.meta['numbers'] and b in p.meta['numbers']:
+        assert task.step_errors(p, first[0].replace(f'= {c}', f'= {c + 1}')) == ['arithmetic']
+    bad = next(q for q in task.problems if q.meta['valid'][0][0] in q.meta['numbers'] and q.meta['valid'][0][2] in q.meta['numbers'])
+    a, op, b, c = bad.meta['valid'][0]
+    assert task.step_errors(bad, f'{a} {op} {b} = {c + 1}') == ['arithmetic']
+    assert task.step_errors(bad, f'{a} {op} {b} = {c}') == [None]
     # steps after the answer line are ignored; lines with extra words still parse
     sol = p.solution + '\nQuestion: next one\n1 + 1 = 3'
     assert all(task.step_truth(p, sol)) and len(task.step_truth(p, sol)) == p.meta['n_steps'] + 1

@@ -7,49 +7,67 @@ SIPF = [sys.executable, '-c', 'import sys; from sipf.cli import main; sys.exit(m
 
 
 def sipf(*args, cwd=None, timeout=900):
+    "Run the `sipf` command in a subprocess (the real entry point)."
     return subprocess.run([*SIPF, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+class _Result:
+    def __init__(self, returncode, stdout, stderr): self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def sipf_inproc(capsys, *args):
+    "`sipf.cli.main` in this process (fast: no interpreter start-up per error case)."
+    from sipf.cli import main
+    code = main(['-q', *args])
+    out = capsys.readouterr()
+    return _Result(code, out.out, out.err)
 
 
 def _one_line_error(r, *needles):
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith('sipf: error: '), r.stderr[-2000:]
-    assert 'Traceback' not in r.stderr
+    assert 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     for n in needles: assert n in last, last
 
 
-def test_config_typo(tmp_path):
-    r = sipf('run', 'toy-quick', '--set', 'itrations=2', '--set', f'runs_dir={tmp_path}')
+def test_config_typo(tmp_path, capsys):
+    r = sipf_inproc(capsys, 'run', 'toy-quick', '--set', 'itrations=2', '--set', f'runs_dir={tmp_path}')
     _one_line_error(r, "unknown config key 'itrations'", "did you mean 'iterations'")
     assert not list(tmp_path.iterdir())  # nothing started
 
 
-def test_section_typo(tmp_path):
-    r = sipf('run', 'toy-quick', '--set', 'align.bta=0.2', '--set', f'runs_dir={tmp_path}')
+def test_section_typo(tmp_path, capsys):
+    r = sipf_inproc(capsys, 'run', 'toy-quick', '--set', 'align.bta=0.2', '--set', f'runs_dir={tmp_path}')
     _one_line_error(r, "'align' key 'bta'", "did you mean 'beta'")
 
 
-def test_missing_config_file():
-    _one_line_error(sipf('run', 'no-such-config.yaml'), "no config file 'no-such-config.yaml'")
+def test_missing_config_file(capsys):
+    _one_line_error(sipf_inproc(capsys, 'run', 'no-such-config.yaml'), "no config file 'no-such-config.yaml'")
 
 
-def test_unknown_model_fails_before_work(tmp_path):
+def test_unknown_model_fails_before_work(tmp_path, capsys):
     t0 = time.time()
-    r = sipf('run', 'toy-quick', '--set', 'model=./models/typo', '--set', f'runs_dir={tmp_path}')
+    r = sipf_inproc(capsys, 'run', 'toy-quick', '--set', 'model=./models/typo', '--set', f'runs_dir={tmp_path}')
     _one_line_error(r, "unknown model './models/typo'")
     assert not list(tmp_path.iterdir()) and time.time() - t0 < 120
 
 
-def test_bad_data_fails_before_work(tmp_path):
+def test_bad_data_fails_before_work(tmp_path, capsys):
     bad = tmp_path/'train.jsonl'; bad.write_text('{"id": "a", "question": "q"\n')
-    r = sipf('run', 'toy-quick', '--set', f'task_path={bad}', '--set', f'runs_dir={tmp_path/"runs"}')
+    r = sipf_inproc(capsys, 'run', 'toy-quick', '--set', f'task_path={bad}', '--set', f'runs_dir={tmp_path/"runs"}')
     _one_line_error(r, 'train.jsonl')
     assert not (tmp_path/'runs').exists()
 
 
-def test_unknown_method_and_task():
-    _one_line_error(sipf('run', 'toy-quick', '--set', 'method=sipff'), "did you mean 'sipf'")
-    _one_line_error(sipf('eval', 'no/model', '--task', 'gsm8kk'), "unknown task 'gsm8kk'")
+def test_unknown_method_and_task(capsys):
+    _one_line_error(sipf_inproc(capsys, 'run', 'toy-quick', '--set', 'method=sipff'), "did you mean 'sipf'")
+    _one_line_error(sipf_inproc(capsys, 'eval', 'no/model', '--task', 'gsm8kk'), "unknown task 'gsm8kk'")
+
+
+def test_console_entry_point_error():
+    r = sipf('run', 'toy-quick', '--set', 'methd=sipf')
+    _one_line_error(r, "unknown config key 'methd'", "did you mean 'method'")
 
 
 def test_demo_quick_end_to_end(tmp_path):

@@ -3,9 +3,12 @@ import json, math, random, re, types
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM
+
+torch.set_num_threads(1)  # tiny models on a shared 2-core CPU
 
 from sipf.core import Path, Problem, StepLabels, data_dir
+from sipf.models import toy_tokenizer
 from sipf.prm import (PRMConfig, aggregate, bce_step_loss, encode_steps, evaluate_prm, example_row, load_prm,
                       outcome_labels, pad_rows, prm_examples, prm_model, score_paths, sentencepiece_tokenizer,
                       step_end_tokens, step_metrics, step_probs, step_spans, tokenize_steps, train_prm)
@@ -16,18 +19,6 @@ from sipf.prm import (PRMConfig, aggregate, bce_step_loss, encode_steps, evaluat
 @pytest.fixture(scope='module')
 def llama_tok():
     return sentencepiece_tokenizer(data_dir() / 'llama2-tokenizer.model')
-
-
-def _bytelevel_tokenizer(texts):
-    "A small byte-level BPE tokenizer trained here (digits split), a stand-in for a GPT-2-style tokenizer."
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    tk = Tokenizer(models.BPE(unk_token='<unk>'))
-    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    tk.decoder = decoders.ByteLevel()
-    tk.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=['<pad>', '<s>', '</s>', '<unk>'],
-                                                     initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token='<pad>', bos_token='<s>', eos_token='</s>',
-                                   unk_token='<unk>', padding_side='left')
 
 
 @pytest.fixture(scope='module')
@@ -41,8 +32,9 @@ def gsm8k_rows():
 
 
 @pytest.fixture(scope='module')
-def toy_tok(gsm8k_rows):
-    return _bytelevel_tokenizer([p + '\n'.join(s) for p, s in gsm8k_rows])
+def toy_tok():
+    "The toy world's byte-level BPE tokenizer (digits single tokens, left padding, no BOS)."
+    return toy_tokenizer()
 
 
 class TinyTask:
@@ -51,12 +43,12 @@ class TinyTask:
     def __init__(self, problems): self.problems = {p.id: p for p in problems}
     def prompt(self, p, style='instruct'): return f"Question: {p.question}\nAnswer:\n"
     def by_id(self, i): return self.problems[i]
-    def step_truth(self, p, text):
+    def step_truth(self, p, text, cumulative=False):
         out = []
         for line in text.split('\n'):
             m = re.fullmatch(r'(\d+) \+ (\d+) = (\d+)', line)
             out.append(bool(m) and int(m[1]) + int(m[2]) == int(m[3]) or line == f'The answer is {p.answer}')
-        return out
+        return [all(out[:i + 1]) for i in range(len(out))] if cumulative else out
 
 
 def _paths(n, seed=0):
@@ -307,3 +299,27 @@ def test_prm_answers_per_step(tiny_world, toy_tok, tmp_path):
     probs = step_probs(prm, toy_tok, [e['prompt'] for e in ex[40:]], [e['steps'] for e in ex[40:]])
     m = step_metrics(probs, [e['labels'] for e in ex[40:]])
     assert m['accuracy'] == 1.0, m
+
+
+def test_prm_model_from_saved_policy_dirs(tiny_world, toy_tok, tmp_path):
+    "The pipeline's default: a PRM initialised from the policy's saved weights — a full model dir or a LoRA adapter dir."
+    from peft import LoraConfig, get_peft_model
+    torch.manual_seed(0)
+    lm = LlamaForCausalLM(tiny_world[2])
+    lm.save_pretrained(tmp_path / 'full'); toy_tok.save_pretrained(tmp_path / 'full')
+    prm = prm_model(str(tmp_path / 'full'))
+    assert torch.equal(prm.model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight) and prm.config.num_labels == 1
+    base = LlamaForCausalLM.from_pretrained(tmp_path / 'full')
+    ad = get_peft_model(base, LoraConfig(r=2, target_modules=['q_proj'], init_lora_weights=False))
+    ad.save_pretrained(tmp_path / 'adapter'); toy_tok.save_pretrained(tmp_path / 'adapter')
+    merged = ad.merge_and_unload()
+    prm2 = prm_model(tmp_path / 'adapter')
+    assert torch.allclose(prm2.model.layers[0].self_attn.q_proj.weight, merged.model.layers[0].self_attn.q_proj.weight)
+    assert not torch.equal(prm2.model.layers[0].self_attn.q_proj.weight, lm.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_qlora_without_bitsandbytes_is_a_clear_error(tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, 'bitsandbytes', None)
+    with pytest.raises(ImportError, match="qlora=True needs bitsandbytes"):
+        prm_model(str(tmp_path), PRMConfig(qlora=True))

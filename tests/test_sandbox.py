@@ -5,6 +5,7 @@ import sipf.sandbox as sb
 from sipf.core import data_dir
 from sipf.sandbox import check_programs, check_program, CheckResult, SandboxUnavailable
 
+pytestmark = pytest.mark.timeout(120)  # a hung sandbox must fail CI, not stall it
 T = 1.0  # wall-clock limit of the adversarial checks
 SLACK = 2.0  # allowed on top of it (start-up of the check, kill and reap, a busy shared machine)
 

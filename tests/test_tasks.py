@@ -128,6 +128,8 @@ def test_mbpp_prompt_shows_two_tests_judges_three(mbpp):
     prompt = mbpp.prompt(p)
     assert prompt.startswith(f'Question: {p.question}\nYour code should pass these tests:\n') and prompt.endswith('\nAnswer:\n')
     assert [t in prompt for t in p.tests] == [True, True, False]
+    assert mbpp.prompt(p, 'cot') == prompt  # code is 0-shot for the cot baseline too
+    with pytest.raises(ValueError, match="unknown prompt style 'cott'"): mbpp.prompt(p, 'cott')
     prog = mbpp.program(p, p.solution)
     assert all(t in prog for t in p.tests)
     setup = mbpp.by_id('mbpp/367') if any(q.id == 'mbpp/367' for q in mbpp.problems) else None
