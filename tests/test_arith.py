@@ -115,3 +115,23 @@ def test_task_is_a_math_task():
     p = task.problems[0]
     assert task.prompt(p).startswith('Question: ') and task.prompt(p).endswith('Answer:\n')
     assert task.extract_answer(p.solution) == p.answer
+
+
+def test_no_amount_stated_twice():
+    "Every (person, item) amount is stated at most once, so no problem contradicts itself."
+    for knobs in ({}, dict(min_distractors=3, max_distractors=4), dict(shuffle=False, max_distractors=3)):
+        for p in load_arith(split='train', n=500, **knobs).problems:
+            facts = [s.strip() for s in p.question.split('.')[:-1]]
+            keys = [(f.split()[0], next(w for w in f.split() if w in __import__('sipf.arith', fromlist=['ITEMS']).ITEMS)) for f in facts]
+            assert len(keys) == len(set(keys)), p.question
+
+
+def test_dependency_order_when_not_shuffled():
+    "With shuffle=False every relative fact comes after the fact it is relative to."
+    for p in load_arith(split='test', n=200, shuffle=False, max_distractors=3).problems:
+        stated = set()
+        for sent in p.question.split('. ')[:-1] + [p.question.split('. ')[-1].split('?')[0].rsplit('.', 1)[0]]:
+            rel = re.match(r'(\w+) has \d+ (?:more|fewer|times as many) (\w+) (?:than|as) (\w+)', sent)
+            if rel: assert (rel[3], rel[2]) in stated, (p.question, sent); stated.add((rel[1], rel[2]))
+            elif base := re.match(r'(\w+) has \d+ (\w+)$', sent.rstrip('.')): stated.add((base[1], base[2]))
+        assert stated
