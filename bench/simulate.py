@@ -52,7 +52,9 @@ def sample_toy_paths(task, backend, args) -> list[Path]:
     "`--n-paths` distinct sampled paths of the first `--n-problems` arith problems of `--split` (cached in --out)."
     name = args.model_dir and FilePath(args.model_dir).name or args.recipe
     cache = FilePath(args.out) / f'paths_{name}_{args.split}{args.n_problems}x{args.samples_per_problem}_{args.n_paths}_pos{args.pos_fraction}_{args.seed}.jsonl'
-    if cache.exists(): return read_jsonl(cache, Path)
+    known = {p.id for p in task.problems}
+    cached = read_jsonl(cache, Path)  # [] when missing; stale (problems changed) -> sample again
+    if cached and all(p.problem_id in known for p in cached): return cached
     probs = task.problems[:args.n_problems]
     gens = backend.generate([task.prompt(p) for p in probs], n=args.samples_per_problem, temperature=args.sample_temperature,
                             max_new_tokens=args.max_new_tokens, stop=list(task.stop), seed=args.seed)
@@ -75,9 +77,15 @@ def timed_labels(task, backend, paths, cfg):
     return labels, time.perf_counter() - t0
 
 
-def rollouts(labels, n_outcome_steps) -> int:
-    "Rollouts really generated (the outcome-labelled last steps carry n = N without any)."
-    return sum(sum(l.n) for l in labels) - n_outcome_steps
+def rollouts(labels) -> int:
+    "Rollouts really generated (an outcome-labelled last step carries n = N without any)."
+    return sum(sum(l.n[:-1] if l.meta.get('outcome_last') else l.n) for l in labels)
+
+
+def ceiling(labels, n_rollouts) -> float:
+    "Exhaustive rollouts / the fewest an oracle early stop could spend (1 per step labelled 1, N per step labelled 0)."
+    rolled = [(h, k) for l in labels for h, k in zip(l.hits[:-1] if l.meta.get('outcome_last') else l.hits, l.n)]
+    return sum(k for _, k in rolled) / max(1, sum(1 if h > 0 else n_rollouts for h, _ in rolled))
 
 
 def agreement(a, b) -> float:
@@ -149,11 +157,9 @@ def main(argv=None):
         cfg = SimulateConfig(strategy=s.split('_search')[0], **base, **extra)
         res[s], times[s] = timed_labels(task, backend, paths, cfg)
         log.info(f'{s}: {times[s]:.1f}s, {sum(l.tokens for l in res[s])} tokens')
-    n_out = sum(l.meta.get('outcome_last', False) for l in res['exhaustive'])
     sub = paths[:args.naive_paths]
     naive, t_naive = timed_labels(task, OneByOne(backend), sub, SimulateConfig(strategy='exhaustive', **base))
-    n_naive = rollouts(naive, sum(l.meta.get('outcome_last', False) for l in naive))
-    n_exh = rollouts(res['exhaustive'], n_out)
+    n_naive, n_exh = rollouts(naive), rollouts(res['exhaustive'])
     t_naive_full = t_naive / n_naive * n_exh
     log.info(f'naive: {t_naive:.1f}s for {n_naive} rollouts of {len(sub)} paths -> {t_naive_full:.0f}s extrapolated to {n_exh}')
 
@@ -164,10 +170,12 @@ def main(argv=None):
         n_rollouts=args.n_rollouts, chunk_size=args.chunk_size, rollouts_exhaustive=n_exh,
         seconds=dict(naive_extrapolated=round(t_naive_full, 1), naive_measured=round(t_naive, 1), naive_paths=len(sub),
                      **{s: round(t, 1) for s, t in times.items()}),
-        tokens=tok, rollouts={s: rollouts(r, n_out) for s, r in res.items()},
+        tokens=tok, rollouts={s: rollouts(r) for s, r in res.items()},
         naive_label_agreement=round(agreement([l.labels for l in naive], lab['exhaustive'][:len(sub)]), 4),
         speedup_exhaustive_vs_naive=round(t_naive_full / times['exhaustive'], 2),
         early_stop_token_saving=round(tok['exhaustive'] / tok['early_stop'], 2),
+        # the best early_stop can do at delta=0: a 1-step costs one rollout (its first hit), a 0-step all N
+        early_stop_rollout_saving_ceiling=round(ceiling(res['exhaustive'], args.n_rollouts), 2),
         early_stop_label_agreement=round(agreement(lab['early_stop'], lab['exhaustive']), 4),
         early_stop_first_error_agreement=round(first_error_agreement(lab['early_stop'], lab['exhaustive']), 4),
         binary_token_saving=round(tok['exhaustive'] / max(1, tok['binary']), 2),

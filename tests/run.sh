@@ -7,6 +7,8 @@
 set -u
 cd "$(dirname "$0")/.."
 export TRL_EXPERIMENTAL_SILENCE=1 TOKENIZERS_PARALLELISM=false
+# A fresh model cache: the run measures (and CI pays) the cold cost, and never reuses a stale toy M0.
+export SIPF_CACHE="${SIPF_CACHE:-$(mktemp -d)}"
 passed=0; failed=0
 ok()   { passed=$((passed + ${2:-1})); echo "PASS $1"; }
 bad()  { failed=$((failed + ${2:-1})); echo "FAIL $1"; }

@@ -26,7 +26,7 @@ def test_no_duplicate_questions_or_ids():
     assert len({p.question for p in ps}) == len({p.id for p in ps}) == 3000
 
 
-@pytest.mark.parametrize('knobs', [{}, dict(min_steps=1, max_steps=1), dict(max_steps=6, max_value=60, max_distractors=4),
+@pytest.mark.parametrize('knobs', [{}, dict(min_steps=1, max_steps=1), dict(min_steps=2, max_steps=4, max_value=40, base_max=20), dict(max_steps=6, max_value=60, max_distractors=4),
                                    dict(kinds=('total',), max_terms=2), dict(shuffle=False, named=False), dict(ops=('*',))])
 def test_gold_is_correct_and_within_limits(knobs):
     task = load_arith(split='test', n=200, **knobs)
@@ -51,7 +51,7 @@ def test_knobs_change_the_problems():
 
 def test_several_valid_orders_exist():
     "Some problems have independent chains: their relations can be resolved in more than one order."
-    task = load_arith(split='test', n=300)
+    task = load_arith(split='test', n=300, min_steps=2, max_steps=4)
     multi = [p for p in task.problems if p.meta['kind'] == 'total' and p.meta['n_steps'] >= 3]
     assert multi
     # permuting the equation lines of the gold solution keeps every step valid for some problems
