@@ -144,7 +144,8 @@ def _train_preference(model, tok, data, config: AlignConfig, out: FilePath):
     kw = dict(model=model, args=args, train_dataset=ds, eval_dataset=trace, processing_class=tok,
               callbacks=[MetricsLogger(out / 'metrics.jsonl', config.objective)])
     trainer = cls(**kw) if config.objective == 'orpo' else DPOTrainer(**kw)
-    trainer.train()
+    from sipf.models import quiet_logs
+    quiet_logs(trainer).train()
     trainer.save_model(str(out))
     return trainer.args.world_size
 

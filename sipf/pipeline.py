@@ -346,7 +346,9 @@ def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
     "What a stage's output depends on besides its inputs."
     m = c.preset
     common = dict(seed=c.seed, task=c.task, task_path=c.task_path, task_options=c.task_options, n_train=c.n_train)
-    return {'m0': dict(common, model=c.model, qlora=c.qlora, toy_size=c.toy_size, m0=c.m0, train=m.name != 'cot'),
+    from sipf.models import recipe_key
+    world = recipe_key(_toy_m0_config(c)) if c.model == 'toy' else None  # the toy generator's defaults and recipe version
+    return {'m0': dict(common, model=c.model, qlora=c.qlora, toy_size=c.toy_size, m0=c.m0, train=m.name != 'cot', toy=world),
             'sample': dict(common, sample=c.sample, sampling=m.sampling, n_sample=c.n_sample, k=k),
             'simulate': dict(common, simulate=c.simulate, simulator=c.simulator, n_simulate=c.n_simulate),
             'prm': dict(common, prm=c.prm, verifier=c.verifier),

@@ -159,7 +159,10 @@ def _from_path(path, config: PRMConfig):
     from transformers import AutoConfig
     kw = {'quantization_config': _bnb_4bit()} if config.qlora else {}
     kw['config'] = _prm_config(AutoConfig.from_pretrained(str(path)), config.dropout)
-    model = AutoModelForTokenClassification.from_pretrained(str(path), **kw)
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()  # the new score head is meant to be untrained: no load report
+    try: model = AutoModelForTokenClassification.from_pretrained(str(path), **kw)
+    finally: hf_logging.set_verbosity(level)
     if config.qlora:
         from peft import prepare_model_for_kbit_training
         model = prepare_model_for_kbit_training(model)
@@ -283,7 +286,7 @@ def _save(model, tokenizer, config: PRMConfig, log_history: list, output_dir):
 # %% ../nbs/06_prm.ipynb #33415f34
 def train_prm(model_or_path, tokenizer, examples: Sequence[dict], config: PRMConfig | None = None, output_dir='prm'):
     "Train a PRM on labelled `examples` ({prompt, steps, labels[, soft]}); save it to `output_dir` and return it."
-    from transformers import Trainer, PrinterCallback
+    from transformers import Trainer
     config = config or PRMConfig()
     if not examples: raise ValueError("no labelled paths to train the PRM on")
     rows = [example_row(tokenizer, e, config.soft, config.max_length) for e in examples]
@@ -291,7 +294,8 @@ def train_prm(model_or_path, tokenizer, examples: Sequence[dict], config: PRMCon
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     trainer = Trainer(model=model, args=_training_args(config, output_dir), train_dataset=rows,
                       data_collator=lambda b: pad_rows(b, pad_id), compute_loss_func=bce_step_loss)
-    trainer.remove_callback(PrinterCallback); trainer.train()
+    from sipf.models import quiet_logs
+    quiet_logs(trainer).train()
     logger.info("PRM trained on %d paths, final loss %s", len(rows), trainer.state.log_history[-1].get('train_loss'))
     return _save(trainer.model, tokenizer, config, trainer.state.log_history, output_dir).eval()
 

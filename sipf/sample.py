@@ -12,12 +12,13 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 from .core import Path, Problem, append_jsonl, read_jsonl, text_id, closest
 from .tasks import Task
+from .models import cut_at_stop  # one stop-string rule for greedy eval and sampling
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['DEDUP_MODES', 'Generation', 'cut_at_stop', 'counter_uniform', 'RowSeededSampler', 'TransformersBackend',
-           'VLLMBackend', 'quota', 'equation_key', 'near_duplicate', 'SampleConfig', 'sample_paths']
+__all__ = ['DEDUP_MODES', 'Generation', 'counter_uniform', 'RowSeededSampler', 'TransformersBackend', 'VLLMBackend', 'quota',
+           'equation_key', 'near_duplicate', 'SampleConfig', 'sample_paths']
 
 # %% ../nbs/04_sample.ipynb #45ee2115
 @dataclass
@@ -26,11 +27,6 @@ class Generation:
     text: str  # the continuation, cut before the first stop string
     n_tokens: int  # tokens generated, up to and including the eos / the stop string's last token
     finished: bool  # ended by eos or a stop string, not by `max_new_tokens`
-
-def cut_at_stop(text: str, stop=()) -> tuple[str, bool]:
-    "`text` cut before its earliest stop string, and whether one was found."
-    ends = [i for s in stop if (i := text.find(s)) >= 0]
-    return (text[:min(ends)], True) if ends else (text, False)
 
 # %% ../nbs/04_sample.ipynb #fa6a695c
 def _check_prompts(prompts):

@@ -110,6 +110,29 @@ def test_recipe_key_and_unknown_recipe(tmp_path):
     assert set(M0_RECIPES) >= {'quick', 'policy', 'simulator'}
 
 
+def test_recipe_key_follows_the_worlds_defaults(monkeypatch):
+    "A changed arith default changes the toy world, so it must retrain M0, not reuse a cached one."
+    import dataclasses, sipf.arith
+    before = recipe_key(ToyM0Config())
+    @dataclasses.dataclass
+    class Harder(sipf.arith.ArithConfig): max_value: int = 99
+    monkeypatch.setattr(sipf.arith, 'ArithConfig', Harder)
+    assert recipe_key(ToyM0Config()) != before
+    monkeypatch.undo()
+    assert recipe_key(ToyM0Config()) == before
+
+
+def test_train_sft_keeps_stdout_clean(tmp_path, tok, capfd):
+    "Trainer log dicts go to metrics.jsonl, not stdout (TRL/transformers print them by default)."
+    model = toy_model(tok, 'tiny')
+    cfg = SFTTrainConfig(max_steps=2, batch_size=2, logging_steps=1, save=False)
+    train_sft(model, tok, ['Question: 1+1?\nAnswer:\n'] * 4, ['1 + 1 = 2\nThe answer is 2'] * 4, cfg, tmp_path)
+    out = capfd.readouterr().out
+    assert "'loss'" not in out and 'train_runtime' not in out
+    logged = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    assert any('loss' in r for r in logged)
+
+
 def test_toy_m0_cached_and_race_free(tmp_path):
     cfg = ToyM0Config(n_train=64, epochs=1.0, batch_size=16, size='tiny', n_eval=8)
     paths = []
