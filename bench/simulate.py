@@ -123,7 +123,7 @@ def main(argv=None):
     ap.add_argument('--pos-fraction', type=float, default=0.5,
                     help='at most this fraction of the paths with a right answer (SIPF labels pos/neg quotas); 0: as sampled')
     ap.add_argument('--n-rollouts', type=int, default=8)
-    ap.add_argument('--chunk-size', type=int, default=2)
+    ap.add_argument('--chunk-size', type=int, default=1)
     ap.add_argument('--batch-size', type=int, default=128, help='backend batch size (rows per model.generate)')
     ap.add_argument('--batch-paths', type=int, default=128, help='paths in flight in label_paths')
     ap.add_argument('--max-new-tokens', type=int, default=80)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_align.ipynb #aaa5df12
 from __future__ import annotations
-import argparse, dataclasses, json, logging, os, sys
+import argparse, dataclasses, json, logging, math, os, sys
 from dataclasses import dataclass, asdict
 from pathlib import Path as FilePath
 from typing import Iterable
@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'OBJECTIVES', 'PRESETS', 'PAPER_GRID', 'AlignConfig', 'align_preset', 'completion_nll',
-           'CompletionORPOTrainer', 'preference_rows', 'sft_rows', 'trl_args', 'MetricsLogger', 'align', 'logp_traces',
-           'logp_trend', 'plot_logps', 'parse_sets', 'main']
+           'CompletionORPOTrainer', 'preference_rows', 'sft_rows', 'trl_args', 'MetricsLogger', 'capped_steps', 'align',
+           'logp_traces', 'logp_trend', 'plot_logps', 'parse_sets', 'main']
 
 # %% ../nbs/08_align.ipynb #17d07ae8
 OBJECTIVES = ('orpo', 'dpo', 'rpo', 'sft')
@@ -35,6 +35,7 @@ class AlignConfig:
     completion_only_nll: bool = True  # ORPO: NLL on the chosen completion only (Eq. 7), not TRL's prompt + completion
     epochs: float = 1.0  # passes over the pairs
     max_steps: int = -1  # stop after this many optimizer steps (-1: use epochs)
+    max_epochs: float = 0.0  # with max_steps: at most this many passes over the data (0: no cap)
     lr: float = 5e-5  # peak learning rate
     scheduler: str = 'linear'  # learning-rate decay (any transformers scheduler name)
     warmup_ratio: float = 0.1  # fraction of steps spent warming up
@@ -159,6 +160,12 @@ def _train_sft(model, tok, data, config: AlignConfig, out: FilePath):
     return int(os.environ.get('WORLD_SIZE', 1))
 
 # %% ../nbs/08_align.ipynb #a9708529
+def capped_steps(config: AlignConfig, n_rows: int, world_size: int = 1) -> int:
+    "A stage's optimizer steps: `max_steps`, but at most `max_epochs` passes over `n_rows` (at least 1 step)."
+    if config.max_steps <= 0 or config.max_epochs <= 0: return config.max_steps
+    per_step = config.batch_size * config.grad_accum * world_size
+    return max(1, min(config.max_steps, math.ceil(config.max_epochs * n_rows / per_step)))
+
 def align(model_path, data, config: AlignConfig | None = None, output_dir='align') -> FilePath | None:
     "Train `model_path` on `data` (pairs, or SFT rows) with `config.objective`; the saved model's dir, or None if `data` is empty."
     config, data, out = config or AlignConfig(), list(data), FilePath(output_dir)
@@ -166,6 +173,7 @@ def align(model_path, data, config: AlignConfig | None = None, output_dir='align
         logger.warning("align: no %s for objective '%s' (no question had both a chosen and a rejected path): stage skipped",
                        'training rows' if config.objective == 'sft' else 'preference pairs', config.objective)
         return None
+    config = dataclasses.replace(config, max_steps=capped_steps(config, len(data), int(os.environ.get('WORLD_SIZE', 1))))
     seed_everything(config.seed)
     out.mkdir(parents=True, exist_ok=True)
     model, tok = _load(model_path, config)

@@ -13,21 +13,23 @@ from .core import Path, Problem, StepLabels, append_jsonl, read_jsonl, text_id
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'STRATEGIES', 'SimulateConfig', 'hard_labels', 'step_decided', 'first_error', 'search_first_zero', 'first_zero',
-           'rollout_seed', 'has_outcome_step', 'run_rollouts', 'label_paths', 'label_agreement']
+__all__ = ['log', 'ROLLOUT_STRATEGIES', 'STRATEGIES', 'SimulateConfig', 'hard_labels', 'step_decided', 'first_error',
+           'search_first_zero', 'first_zero', 'rollout_seed', 'has_outcome_step', 'run_rollouts', 'label_paths',
+           'label_agreement']
 
 # %% ../nbs/05_simulate.ipynb #79969495
-STRATEGIES = ('exhaustive', 'early_stop', 'binary')
+ROLLOUT_STRATEGIES = ('exhaustive', 'early_stop', 'binary')  # spend simulator rollouts
+STRATEGIES = ROLLOUT_STRATEGIES + ('truth',)  # 'truth': the toy world's oracle, an upper bound for the labels
 
 @dataclass
 class SimulateConfig:
     "How Monte-Carlo step labels are spent and decided."
     n_rollouts: int = 8  # N: rollouts per step prefix (paper: 8)
     delta: int = 0  # a step is correct iff hits > delta (official code: 0)
-    strategy: str = 'exhaustive'  # 'exhaustive' (paper), 'early_stop' or 'binary' (OmegaPRM)
+    strategy: str = 'exhaustive'  # 'exhaustive' (paper), 'early_stop', 'binary' (OmegaPRM), or 'truth' (toy world's oracle)
     temperature: float = 1.0  # rollout temperature (paper: 1.0 math, 0.7 code)
     max_new_tokens: int = 128  # cap on each rollout's length
-    chunk_size: int = 2  # rollouts per prefix per round; early_stop/binary decide between rounds
+    chunk_size: int = 1  # rollouts per prefix per round; early_stop/binary decide between rounds (1: most saving)
     batch_paths: int = 64  # paths in flight at once; all their pending rollouts share generate calls
     seed: int = 0  # rollout j of step t of a path is seeded from (seed, path id, t, j)
     prompt_style: str = 'instruct'  # task.prompt style the paths were sampled with
@@ -161,10 +163,23 @@ def _resume(task, out_path, paths: list[Path]) -> tuple[dict, list[Path]]:
     done = {r.path_id: r for r in read_jsonl(out_path, StepLabels)} if out_path else {}
     return done, list({p.id: p for p in paths if p.id not in done}.values())
 
+def _truth_labels(task, paths, config, done, queue, out_path) -> list[StepLabels]:
+    "The toy world's oracle: step t is 1 iff it and every step before it are right (no rollouts, no tokens)."
+    if not hasattr(task, 'step_truth'): raise ValueError(f"strategy 'truth' needs a task that knows each step's truth (arith), not {task.name!r}")
+    new = []
+    for p in queue:
+        t = [int(x) for x in task.step_truth(task.by_id(p.problem_id), p.text, cumulative=True)]
+        if len(t) != len(p.steps): raise ValueError(f"path {p.id}: {len(p.steps)} steps but the truth has {len(t)}")
+        new.append(StepLabels(p.id, p.problem_id, [config.n_rollouts * x for x in t], [config.n_rollouts] * len(t), t, 'truth', config.delta))
+    if out_path and new: append_jsonl(out_path, new)
+    done.update({r.path_id: r for r in new})
+    return [done[i] for i in dict.fromkeys(p.id for p in paths) if i in done]
+
 def label_paths(task, backend, paths: list[Path], config: SimulateConfig | None = None, out_path=None) -> list[StepLabels]:
     "Monte-Carlo step labels for `paths` (input order), appended to `out_path` as each path finishes."
     config = config or SimulateConfig()
     done, queue = _resume(task, out_path, paths)
+    if config.strategy == 'truth': return _truth_labels(task, paths, config, done, queue, out_path)
     queue.reverse()
     pool, rnd, n_todo, n_done = [], 0, len(queue), len({p.id for p in paths} & set(done))
     with tqdm(total=n_done + len(queue), initial=n_done, desc=f'simulate ({config.strategy})', unit='path') as bar:

@@ -146,3 +146,18 @@ def test_torchrun_two_processes(model_dir, pairs, tmp_path):
     assert (cfg['world_size'], cfg['objective'], cfg['max_steps']) == (2, 'orpo', 2)
     assert any(out.glob('*.safetensors')) and (out / 'tokenizer.json').exists()
     assert len(logp_traces(out / 'metrics.jsonl')['step']) == 2  # one writer (rank 0), one record per step
+
+
+def test_capped_steps_and_recorded_budget(tmp_path):
+    "A stage with few rows is not trained on them for dozens of epochs; the steps really run are recorded."
+    from sipf.align import capped_steps
+    c = AlignConfig(objective='sft', max_steps=40, max_epochs=2, batch_size=4, lr=1e-3, logging_steps=1)
+    assert [capped_steps(c, n) for n in (1, 6, 1000)] == [1, 3, 40]
+    assert capped_steps(AlignConfig(max_steps=-1, max_epochs=2), 10) == -1  # epochs mode untouched
+    from sipf.models import toy_model, toy_tokenizer
+    tok = toy_tokenizer(); model_dir = tmp_path / 'm'; toy_model(tok, 'tiny').save_pretrained(model_dir); tok.save_pretrained(model_dir)
+    rows = [{'prompt': 'Question: 1+1?\nAnswer:\n', 'completion': '1 + 1 = 2\nThe answer is 2'}] * 6
+    out = align(str(model_dir), rows, c, tmp_path / 'out')
+    rec = json.loads((out / 'align_config.json').read_text())
+    assert rec['max_steps'] == 3 and rec['n_rows'] == 6
+    assert max(json.loads(l).get('step', 0) for l in (out / 'metrics.jsonl').read_text().splitlines()) == 3

@@ -7,7 +7,7 @@ import pytest
 
 from sipf.core import Path, Problem, StepLabels, read_jsonl
 from sipf.simulate import (SimulateConfig, first_error, first_zero, hard_labels, label_paths, rollout_seed,
-                           step_decided, STRATEGIES)
+                           step_decided, ROLLOUT_STRATEGIES)
 from sipf.tasks import Task
 
 
@@ -215,7 +215,7 @@ def test_rollouts_of_all_paths_share_generate_calls():
     assert sim.calls == 4
 
 
-@pytest.mark.parametrize('strategy', STRATEGIES)
+@pytest.mark.parametrize('strategy', ROLLOUT_STRATEGIES)
 def test_deterministic_and_independent_of_batching(strategy):
     task, paths = make_paths(25)
     runs = [label_paths(task, FakeSim(), paths, SimulateConfig(strategy=strategy, batch_paths=b)) for b in (64, 64, 3)]
@@ -279,3 +279,27 @@ def test_sigkill_mid_run_then_resume(tmp_path):
 
 if __name__ == '__main__':
     _worker(sys.argv[1], float(sys.argv[2]))
+
+
+# ---------------------------------------------------------------- the toy world's oracle labels
+def test_truth_strategy_labels_the_first_slip_and_every_step_after(tmp_path):
+    from sipf.tasks import load_task
+    task = load_task('arith', split='train', n=20, seed=0)
+    p = next(q for q in task.problems if q.solution.count('=') >= 2)
+    lines = p.solution.split('\n')
+    a, rest = lines[0].rsplit('= ', 1)
+    slipped = '\n'.join([f'{a}= {int(rest) + 1}'] + lines[1:])  # the first equation off by one, carried nowhere
+    paths = [Path(p.id, t, steps=task.split_steps(t), answer=task.extract_answer(t), correct=task.is_correct(p, t)) for t in (p.solution, slipped)]
+    out = tmp_path / 'labels.jsonl'
+    gold, slip = label_paths(task, None, paths, SimulateConfig(strategy='truth', n_rollouts=8), out)
+    assert gold.labels == [1] * len(paths[0].steps) and gold.tokens == 0
+    assert slip.labels == [0] * len(paths[1].steps) and slip.hits[0] == 0 and slip.n[0] == 8
+    assert [r.path_id for r in read_jsonl(out, StepLabels)] == [paths[0].id, paths[1].id]
+    assert label_paths(task, None, paths, SimulateConfig(strategy='truth'), out)[1].labels == slip.labels  # resumed, not redone
+    assert len(read_jsonl(out, StepLabels)) == 2
+
+
+def test_truth_strategy_needs_a_task_that_knows_the_truth():
+    paths = [Path('p0', 'ok\nThe answer is 1', steps=['ok', 'The answer is 1'], answer='1', correct=True)]
+    task = LineTask([Problem('p0', 'q', '1')])
+    with pytest.raises(ValueError, match="strategy 'truth' needs a task"): label_paths(task, FakeSim(), paths, SimulateConfig(strategy='truth'))
