@@ -168,3 +168,17 @@ def test_step_failure_leaves_no_done(tmp_path):
 if __name__ == '__main__':  # the subprocess the kill test starts and kills
     runs_dir, method = sys.argv[1], sys.argv[2]
     run(_config(runs_dir, method), SlowStages())
+
+
+def test_stage_keys_follow_the_codes_defaults(monkeypatch):
+    "A default changed in a stage's config class (not in the YAML) must change that stage's key, or a stale cache is reused."
+    import dataclasses, sipf.simulate
+    from sipf.pipeline import _settings, load_config
+    c = load_config('toy')
+    before = _settings(c, 'simulate')
+    @dataclasses.dataclass
+    class Other(sipf.simulate.SimulateConfig): chunk_size: int = 3
+    monkeypatch.setattr(sipf.simulate, 'SimulateConfig', Other)
+    assert _settings(c, 'simulate') != before
+    monkeypatch.undo()
+    assert _settings(c, 'simulate') == before
