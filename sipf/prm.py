@@ -191,11 +191,12 @@ def _bnb_4bit():
 
 # %% ../nbs/06_prm.ipynb #fe3b90a3
 def prm_examples(task, paths: Sequence[Path], labels: Sequence[StepLabels], prompt_style: str = 'instruct') -> list[dict]:
-    "PRM training records `{prompt, steps, labels, soft}`, joining `labels` to `paths` by path id."
-    by_id, out = {p.id: p for p in paths}, []
-    for sl in labels:
-        if sl.path_id not in by_id: raise KeyError(f"StepLabels for unknown path id '{sl.path_id}'")
-        p = by_id[sl.path_id]
+    "PRM training records `{prompt, steps, labels, soft}`, joining `labels` to `paths` by path id, in the order of `paths`."
+    known, by_label = {p.id for p in paths}, {sl.path_id: sl for sl in labels}
+    if bad := [i for i in by_label if i not in known]: raise KeyError(f"StepLabels for unknown path id '{bad[0]}'")
+    out = []  # in path order, not label-file order: the labeller appends as paths finish (chunking, resume), the PRM must not care
+    for p in {q.id: q for q in paths if q.id in by_label}.values():
+        sl = by_label[p.id]
         if len(sl.labels) != len(p.steps): raise ValueError(f"path {p.id}: {len(p.steps)} steps but {len(sl.labels)} labels")
         out.append({'prompt': task.prompt(task.by_id(p.problem_id), prompt_style), 'steps': list(p.steps),
                     'labels': [float(l) for l in sl.labels], 'soft': sl.soft})

@@ -175,6 +175,10 @@ def test_prm_examples_and_outcome_labels():
     assert ex[0]['prompt'] == task.prompt(task.by_id(paths[0].problem_id)) and ex[0]['steps'] == paths[0].steps
     with pytest.raises(ValueError, match='2 steps but 1 labels'):
         prm_examples(task, paths, [StepLabels(paths[0].id, 'q0', [1], [1], [1])])
+    assert prm_examples(task, paths, ol[::-1]) == ex  # label-file order (labeller finishing order, resume) does not matter
+    assert [e['steps'] for e in prm_examples(task, paths, ol[2:])] == [p.steps for p in paths[2:]]
+    with pytest.raises(KeyError, match="unknown path id 'nope'"):
+        prm_examples(task, paths, [StepLabels('nope', 'q0', [1], [1], [1])])
     with pytest.raises(KeyError, match="unknown PRM example key 'label'"):
         example_row(None, {'prompt': 'Q', 'steps': ['a'], 'label': [1]})
 
