@@ -24,8 +24,10 @@ jupyter nbconvert --to markdown --stdout nbs/index.ipynb 2>/dev/null | cmp -s - 
 
 nbs=$(cd nbs && ls [0-9]*.ipynb tests_*.ipynb index.ipynb 2>/dev/null | sort -u)
 n_nbs=$(echo "$nbs" | wc -w)
-out=$(nbdev_test --n_workers "${SIPF_TEST_WORKERS:-2}" 2>&1); echo "$out" | tail -40
-n_failed_nbs=$(echo "$out" | sed -n '/Tests Failed on the following/,$p' | grep -c '\.ipynb' || true)
+out=$(nbdev_test --n_workers "${SIPF_TEST_WORKERS:-2}" 2>&1); rc=$?; echo "$out" | tail -40
+# nbdev prints "nbdev Tests Failed On The Following Notebooks:" then one name per line (case varies by version)
+n_failed_nbs=$(echo "$out" | sed -n '/[Tt]ests [Ff]ailed [Oo]n [Tt]he [Ff]ollowing/,$p' | grep -c '\.ipynb' || true)
+[ "$rc" -ne 0 ] && [ "$n_failed_nbs" -eq 0 ] && n_failed_nbs=1  # failed without naming a notebook: still a failure
 ok "notebooks ($n_nbs run)" $((n_nbs - n_failed_nbs))
 [ "$n_failed_nbs" -gt 0 ] && bad "notebooks: $n_failed_nbs failed" "$n_failed_nbs"
 

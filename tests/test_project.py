@@ -29,3 +29,23 @@ def test_optional_extras_not_required():
     cfg = ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini')
     req = cfg['DEFAULT']['requirements']
     for extra in ('bitsandbytes', 'unsloth', 'vllm'): assert extra not in req
+
+
+def test_run_sh_counts_a_failed_notebook_as_failed(tmp_path):
+    "tests/run.sh must turn nbdev_test's failure report (its real wording) into failures and a red exit, not passes."
+    import os, subprocess
+    stubs = {'nbdev_export': 'exit 0', 'nbdev_clean': 'exit 0', 'jupyter': f'cat "{ROOT}/README.md"',
+             'nbdev_test': 'echo "AssertionError in nbs/05_simulate.ipynb"; echo; '
+                           'echo "nbdev Tests Failed On The Following Notebooks:"; echo "=========="; '
+                           'printf "\\t05_simulate.ipynb\\n"; exit 1',
+             'python': 'echo "3 passed in 0.1s"'}
+    for name, body in stubs.items():
+        (tmp_path / name).write_text(f'#!/usr/bin/env bash\n{body}\n'); (tmp_path / name).chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", SIPF_CACHE=str(tmp_path / 'cache'))
+    r = subprocess.run(['bash', str(ROOT / 'tests/run.sh')], capture_output=True, text=True, env=env, cwd=ROOT)
+    last = r.stdout.strip().splitlines()[-1]
+    assert r.returncode != 0 and last.endswith('1 failed'), r.stdout
+    assert 'FAIL notebooks: 1 failed' in r.stdout
+    (tmp_path / 'nbdev_test').write_text('#!/usr/bin/env bash\necho "Success."\nexit 0\n')
+    r = subprocess.run(['bash', str(ROOT / 'tests/run.sh')], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].endswith(' 0 failed'), r.stdout
