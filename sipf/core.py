@@ -11,8 +11,8 @@ from pathlib import Path as FilePath
 from typing import Any, Iterable, Iterator
 
 # %% auto #0
-__all__ = ['Problem', 'text_id', 'Path', 'StepLabels', 'Pair', 'closest', 'check_keys', 'from_dict', 'read_jsonl', 'append_jsonl',
-           'atomic_write', 'write_jsonl', 'write_json', 'seed_everything', 'data_dir']
+__all__ = ['Problem', 'text_id', 'Path', 'StepLabels', 'Pair', 'closest', 'check_keys', 'from_dict', 'canonical', 'read_jsonl',
+           'append_jsonl', 'atomic_write', 'write_jsonl', 'write_json', 'seed_everything', 'data_dir']
 
 # %% ../nbs/00_core.ipynb #b3d171cb
 @dataclass
@@ -96,6 +96,12 @@ def from_dict(cls, d: dict):
                and f.default_factory is dataclasses.MISSING]
     if missing: raise ValueError(f"{cls.__name__} row is missing field '{missing[0]}'")
     return cls(**d)
+
+def canonical(config) -> dict:
+    "`asdict(config)` with ints in float fields as floats: `epochs: 32` from YAML and `32.0` name the same work."
+    floats = {f.name for f in dataclasses.fields(config) if f.type in ('float', float)}
+    return {k: float(v) if k in floats and isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in dataclasses.asdict(config).items()}
 
 # %% ../nbs/00_core.ipynb #8dc7ca11
 def _loads(line: str, path, lineno: int):

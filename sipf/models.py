@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, models as tk_models, pre_tokenizers, decoders,
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
                           PreTrainedTokenizerFast, TrainerCallback)
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from .core import check_keys, closest, seed_everything, write_json
+from .core import canonical, check_keys, closest, seed_everything, write_json
 from .tasks import load_task
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def recipe_key(config: ToyM0Config) -> str:
     "A short hash naming a recipe's cache directory."
     from sipf.arith import ArithConfig  # the world's generator settings, defaults included: a changed default retrains
     world = asdict(ArithConfig(**config.knobs))
-    blob = json.dumps({'v': RECIPE_VERSION, **asdict(config), 'world': world}, sort_keys=True, default=str)
+    blob = json.dumps({'v': RECIPE_VERSION, **canonical(config), 'world': world}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 # %% ../nbs/03_models.ipynb #a3e5fcd1

@@ -344,7 +344,8 @@ Stages.evaluate = _evaluate
 # %% ../nbs/10_pipeline.ipynb #bf4da5e6
 def _resolved(c: RunConfig, section: str) -> dict:
     "A section with every default filled in: a default changed in the code changes the key, not only a changed YAML."
-    return asdict(_build(section, getattr(c, section), seed=c.seed))
+    from sipf.core import canonical
+    return canonical(_build(section, getattr(c, section), seed=c.seed))
 
 def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
     "What a stage's output depends on besides its inputs."
