@@ -351,16 +351,18 @@ def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
     "What a stage's output depends on besides its inputs."
     m = c.preset
     common = dict(seed=c.seed, task=c.task, task_path=c.task_path, task_options=c.task_options, n_train=c.n_train)
-    from sipf.models import recipe_key
-    world = recipe_key(_toy_m0_config(c)) if c.model == 'toy' else None  # the toy generator's defaults and recipe version
-    return {'m0': dict(common, model=c.model, qlora=c.qlora, toy_size=c.toy_size, m0=c.m0 if world else _resolved(c, 'm0'), train=m.name != 'cot', toy=world),
-            'sample': dict(common, sample=_resolved(c, 'sample'), sampling=m.sampling, n_sample=c.n_sample, k=k),
-            'simulate': dict(common, simulate=_resolved(c, 'simulate'), simulator=c.simulator, n_simulate=c.n_simulate),
-            'prm': dict(common, prm=_resolved(c, 'prm'), verifier=c.verifier),
-            'score': dict(common),
-            'pairs': dict(common, pairs=_resolved(c, 'pairs'), feedback=m.feedback, objective=m.objective == 'nll'),
-            'align': dict(align=_resolved(c, 'align'), objective=m.objective),
-            'eval': dict(eval=c.eval, tasks=c.eval_tasks, n_eval=c.n_eval, cot=m.name == 'cot')}[stage]
+    if stage == 'm0':
+        from sipf.models import recipe_key
+        world = recipe_key(_toy_m0_config(c)) if c.model == 'toy' else None  # the toy generator's defaults and recipe version
+        return dict(common, model=c.model, qlora=c.qlora, toy_size=c.toy_size, m0=c.m0 if world else _resolved(c, 'm0'),
+                    train=m.name != 'cot', toy=world)
+    return {'sample': lambda: dict(common, sample=_resolved(c, 'sample'), sampling=m.sampling, n_sample=c.n_sample, k=k),
+            'simulate': lambda: dict(common, simulate=_resolved(c, 'simulate'), simulator=c.simulator, n_simulate=c.n_simulate),
+            'prm': lambda: dict(common, prm=_resolved(c, 'prm'), verifier=c.verifier),
+            'score': lambda: dict(common),
+            'pairs': lambda: dict(common, pairs=_resolved(c, 'pairs'), feedback=m.feedback, objective=m.objective == 'nll'),
+            'align': lambda: dict(align=_resolved(c, 'align'), objective=m.objective),
+            'eval': lambda: dict(eval=c.eval, tasks=c.eval_tasks, n_eval=c.n_eval, cot=m.name == 'cot')}[stage]()
 
 # %% ../nbs/10_pipeline.ipynb #f3b9f855
 def run_loop(c: RunConfig, stages, run_dir: FilePath, cache: FilePath) -> FilePath:

@@ -163,6 +163,10 @@ def _resume(task, out_path, paths: list[Path]) -> tuple[dict, list[Path]]:
     done = {r.path_id: r for r in read_jsonl(out_path, StepLabels)} if out_path else {}
     return done, list({p.id: p for p in paths if p.id not in done}.values())
 
+def _in_order(done: dict, paths: list[Path]) -> list[StepLabels]:
+    "The labels of `paths` in input order (each id once)."
+    return [done[i] for i in dict.fromkeys(p.id for p in paths) if i in done]
+
 def _truth_labels(task, paths, config, done, queue, out_path) -> list[StepLabels]:
     "The toy world's oracle: step t is 1 iff it and every step before it are right (no rollouts, no tokens)."
     if not hasattr(task, 'step_truth'): raise ValueError(f"strategy 'truth' needs a task that knows each step's truth (arith), not {task.name!r}")
@@ -173,7 +177,7 @@ def _truth_labels(task, paths, config, done, queue, out_path) -> list[StepLabels
         new.append(StepLabels(p.id, p.problem_id, [config.n_rollouts * x for x in t], [config.n_rollouts] * len(t), t, 'truth', config.delta))
     if out_path and new: append_jsonl(out_path, new)
     done.update({r.path_id: r for r in new})
-    return [done[i] for i in dict.fromkeys(p.id for p in paths) if i in done]
+    return _in_order(done, paths)
 
 def label_paths(task, backend, paths: list[Path], config: SimulateConfig | None = None, out_path=None) -> list[StepLabels]:
     "Monte-Carlo step labels for `paths` (input order), appended to `out_path` as each path finishes."
@@ -193,7 +197,7 @@ def label_paths(task, backend, paths: list[Path], config: SimulateConfig | None 
             if out_path and finished: append_jsonl(out_path, finished)
             done.update({r.path_id: r for r in finished}); bar.update(len(finished))
     log.info("labelled %d paths (%s) in %d rounds; %d were done already", n_todo, config.strategy, rnd, n_done)
-    return [done[i] for i in dict.fromkeys(p.id for p in paths) if i in done]
+    return _in_order(done, paths)
 
 # %% ../nbs/05_simulate.ipynb #a512c77a
 def label_agreement(labels: list[list[int]], truth: list[list[bool]]) -> float:
