@@ -14,10 +14,10 @@ from .core import Path, Pair, check_keys, closest, read_jsonl, write_json, write
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'METHOD_TABLE', 'PRESETS', 'SECTIONS', 'STAGE_CONFIGS', 'EVAL_KEYS', 'CONFIG_DIR', 'PAPER_NAMES',
-           'DEMO_METHODS', 'Method', 'parse_methods', 'RunConfig', 'stage_config_class', 'section_keys', 'check_config',
-           'bundled_configs', 'config_file', 'apply_override', 'load_config', 'step_key', 'Step', 'run_step',
-           'gold_examples', 'nll_examples', 'Stages', 'training_rows', 'run_loop', 'collect', 'row_name',
+__all__ = ['log', 'METHOD_TABLE', 'PRESETS', 'SECTIONS', 'STAGE_CONFIGS', 'EVAL_KEYS', 'CONFIG_DIR', 'STAGES_VERSION',
+           'PAPER_NAMES', 'DEMO_METHODS', 'Method', 'parse_methods', 'RunConfig', 'stage_config_class', 'section_keys',
+           'check_config', 'bundled_configs', 'config_file', 'apply_override', 'load_config', 'step_key', 'Step',
+           'run_step', 'gold_examples', 'nll_examples', 'Stages', 'training_rows', 'run_loop', 'collect', 'row_name',
            'results_table', 'plot_iterations', 'plot_sweep', 'sweep', 'check_model', 'check_run', 'write_results',
            'run', 'compare', 'mean_sem', 'seed_table', 'summary', 'demo']
 
@@ -239,8 +239,11 @@ class Stages:
         from sipf.tasks import load_task
         name = name or self.c.task
         if (name, split) not in self._tasks:
-            path = self.c.task_path if name == self.c.task else None
-            self._tasks[name, split] = load_task(name, path=path, split=split, **(self.c.task_options if name == self.c.task else {}))
+            mine = name == self.c.task
+            path, opts = (self.c.task_path, dict(self.c.task_options)) if mine else (None, {})
+            n = {'train': self.c.n_train, 'test': self.c.n_eval}.get(split)
+            if name == 'arith' and path is None and n and 'n' not in opts: opts['n'] = n  # a generated split has the size asked for
+            self._tasks[name, split] = load_task(name, path=path, split=split, **opts)
         return self._tasks[name, split]
 
     def problems(self): return self.task().problems[:self.c.n_train]
@@ -261,7 +264,8 @@ def _toy_m0_config(c: RunConfig):
     "The `sipf.models.ToyM0Config` of a toy run: its training set and model, plus the `m0` section."
     import sipf.models as sm
     knobs = dict(c.task_options); task_seed = knobs.pop('seed', 0)
-    return sm.ToyM0Config(**{'n_train': c.n_train or 1000, 'task_seed': task_seed, 'size': c.toy_size, 'seed': c.seed, 'knobs': knobs, **c.m0})
+    from sipf.arith import DEFAULT_N  # the same fixed set the run samples from (`Stages.problems`)
+    return sm.ToyM0Config(**{'n_train': c.n_train or DEFAULT_N['train'], 'task_seed': task_seed, 'size': c.toy_size, 'seed': c.seed, 'knobs': knobs, **c.m0})
 
 def _m0(self, out, train: bool = True):
     import sipf.models as sm
@@ -342,6 +346,8 @@ def _evaluate(self, out, model_dir):
 Stages.evaluate = _evaluate
 
 # %% ../nbs/10_pipeline.ipynb #bf4da5e6
+STAGES_VERSION = 2  # bump when a stage computes something different from the same config (2: toy train set = n_train, was capped at 2,000)
+
 def _resolved(c: RunConfig, section: str) -> dict:
     "A section with every default filled in: a default changed in the code changes the key, not only a changed YAML."
     from sipf.core import canonical
@@ -350,7 +356,7 @@ def _resolved(c: RunConfig, section: str) -> dict:
 def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
     "What a stage's output depends on besides its inputs."
     m = c.preset
-    common = dict(seed=c.seed, task=c.task, task_path=c.task_path, task_options=c.task_options, n_train=c.n_train)
+    common = dict(seed=c.seed, task=c.task, task_path=c.task_path, task_options=c.task_options, n_train=c.n_train, v=STAGES_VERSION)
     if stage == 'm0':
         from sipf.models import recipe_key
         world = recipe_key(_toy_m0_config(c)) if c.model == 'toy' else None  # the toy generator's defaults and recipe version

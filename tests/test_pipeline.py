@@ -182,3 +182,14 @@ def test_stage_keys_follow_the_codes_defaults(monkeypatch):
     assert _settings(c, 'simulate') != before
     monkeypatch.undo()
     assert _settings(c, 'simulate') == before
+
+
+def test_toy_train_set_is_n_train_for_m0_and_every_stage():
+    "The generated arith splits have the sizes asked for (not the generator's defaults: 2,000 train, 300 test), and M0 trains on the set the run samples from."
+    from sipf.pipeline import Stages, _toy_m0_config
+    from sipf.models import toy_tasks
+    c = load_config('toy', n_train=2500, n_eval=350)
+    s = Stages(c)
+    assert len(s.problems()) == 2500 and len(s.task('arith', 'test').problems) == 350
+    m0_train, _ = toy_tasks(_toy_m0_config(c), n_test=0)
+    assert [p.id for p in m0_train.problems] == [p.id for p in s.problems()]
