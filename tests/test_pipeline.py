@@ -193,3 +193,15 @@ def test_toy_train_set_is_n_train_for_m0_and_every_stage():
     assert len(s.problems()) == 2500 and len(s.task('arith', 'test').problems) == 350
     m0_train, _ = toy_tasks(_toy_m0_config(c), n_test=0)
     assert [p.id for p in m0_train.problems] == [p.id for p in s.problems()]
+
+
+def test_numbers_from_yaml_strings_and_clear_errors(tmp_path):
+    "PyYAML reads `3e-5` as a string: it must reach the stage configs as a float, and a non-number must fail before any work."
+    c = load_config('toy', ['align.lr=3e-5', 'prm.lr=1e-3', 'n_eval=100'])
+    assert c.align['lr'] == 3e-5 and isinstance(c.align['lr'], float) and c.prm['lr'] == 1e-3
+    f = tmp_path/'c.yaml'; f.write_text('model: toy\nalign: {lr: 5e-5, max_steps: 10}\n')
+    assert load_config(str(f)).align['lr'] == 5e-5
+    for bad, msg in [('align.lr=fast', "config key 'align.lr' must be a number, got 'fast'"),
+                     ('n_train=many', "config key 'n_train' must be an integer, got 'many'"),
+                     ('sample.n=true', "config key 'sample.n' must be an integer, got True")]:
+        with pytest.raises(ValueError, match=msg): load_config('toy', [bad])
