@@ -7,7 +7,7 @@ which no run and no choice has seen, and prints the Table 1 layout with one stan
 
     python bench/fresh_test.py runs/demo                      # problems 300..1299 of the arith test split
     python bench/fresh_test.py runs/demo --start 300 --n 2000
-Last line: one JSON object {row name: {seed: accuracy}}.
+Last line: one JSON object {seed: {row name: accuracy}}.
 """
 import argparse, json, logging
 from pathlib import Path as FilePath
@@ -15,7 +15,7 @@ from pathlib import Path as FilePath
 import torch
 
 from sipf.evaluate import evaluate
-from sipf.pipeline import DEMO_METHODS, load_config, mean_sem, results_table, row_name
+from sipf.pipeline import DEMO_METHODS, load_config, results_table, row_name, seed_table
 from sipf.models import load_model
 from sipf.sample import TransformersBackend
 from sipf.tasks import load_task
@@ -49,22 +49,17 @@ def main():
     logging.basicConfig(level=logging.WARNING)
     task = load_task('arith', split='test', n=args.start + args.n)
     problems = task.problems[args.start:]
-    scores = {}  # name -> {seed: acc}
-    order = []
+    per_seed = {}  # seed -> rows, as `sipf demo` keeps them
     for seed, name, method, k, model_dir in models_of(FilePath(args.runs_dir)):
         model, tok = load_model(str(model_dir), device='cpu')
         rep = evaluate(task, TransformersBackend(model.eval(), tok, batch_size=args.batch_size), problems,
                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=False)
-        scores.setdefault(name, {})[seed] = rep['score']
-        if name not in order: order.append(name)
+        per_seed.setdefault(seed, []).append({'name': name, 'scores': {'arith': rep['score']}})
         print(f"seed {seed} {name}: {100 * rep['score']:.2f}", flush=True)
-    rows, sem = [], {}
-    for name in order:
-        mu, se = mean_sem(list(scores[name].values()))
-        rows.append({'name': name, 'scores': {'arith': mu}}); sem[name] = {'arith': se}
+    rows, sem = seed_table(per_seed)
     print(f"\nfresh arith test problems {args.start}..{args.start + args.n - 1}, mean ± s.e. over seeds:")
     print(results_table(rows, sem))
-    print(json.dumps(scores))
+    print(json.dumps({s: {x['name']: x['scores']['arith'] for x in xs} for s, xs in per_seed.items()}))
 
 
 if __name__ == '__main__':

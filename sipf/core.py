@@ -11,8 +11,9 @@ from pathlib import Path as FilePath
 from typing import Any, Iterable, Iterator
 
 # %% auto #0
-__all__ = ['Problem', 'text_id', 'Path', 'StepLabels', 'Pair', 'closest', 'check_keys', 'from_dict', 'canonical', 'read_jsonl',
-           'append_jsonl', 'atomic_write', 'write_jsonl', 'write_json', 'seed_everything', 'data_dir']
+__all__ = ['Problem', 'text_id', 'Path', 'StepLabels', 'Pair', 'closest', 'check_keys', 'from_dict', 'coerce_numbers',
+           'canonical', 'read_jsonl', 'append_jsonl', 'atomic_write', 'write_jsonl', 'write_json', 'seed_everything',
+           'data_dir']
 
 # %% ../nbs/00_core.ipynb #b3d171cb
 @dataclass
@@ -97,11 +98,21 @@ def from_dict(cls, d: dict):
     if missing: raise ValueError(f"{cls.__name__} row is missing field '{missing[0]}'")
     return cls(**d)
 
+def coerce_numbers(cls, d: dict, where: str = '') -> dict:
+    "`d` (values for dataclass `cls`) with numbers where `cls` wants them: ints in float fields as floats, numeric strings parsed."
+    kinds = {f.name: {t.strip() for t in getattr(f.type, '__name__', str(f.type)).split('|')} for f in dataclasses.fields(cls)}
+    for k, v in d.items():
+        kind = next((t for t in ('float', 'int') if t in kinds.get(k, ())), None)
+        if kind is None or v is None or (isinstance(v, float if kind == 'float' else (int, float)) and not isinstance(v, bool)): continue
+        try:
+            if isinstance(v, bool): raise ValueError
+            d[k] = float(v) if kind == 'float' else int(v)
+        except (TypeError, ValueError): raise ValueError(f"config key '{where}{k}' must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}") from None
+    return d
+
 def canonical(config) -> dict:
-    "`asdict(config)` with ints in float fields as floats: `epochs: 32` from YAML and `32.0` name the same work."
-    floats = {f.name for f in dataclasses.fields(config) if f.type in ('float', float)}
-    return {k: float(v) if k in floats and isinstance(v, int) and not isinstance(v, bool) else v
-            for k, v in dataclasses.asdict(config).items()}
+    "`asdict(config)` with numbers as its fields declare them: `epochs: 32` from YAML and `32.0` name the same work."
+    return coerce_numbers(type(config), dataclasses.asdict(config))
 
 # %% ../nbs/00_core.ipynb #8dc7ca11
 def _loads(line: str, path, lineno: int):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path as FilePath
 from typing import Any, Callable
 import yaml
-from .core import Path, Pair, check_keys, closest, read_jsonl, write_json, write_jsonl, seed_everything, atomic_write
+from .core import Path, Pair, check_keys, closest, coerce_numbers, read_jsonl, write_json, write_jsonl, seed_everything, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -123,28 +123,16 @@ def section_keys(section: str, toy: bool = False) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 # %% ../nbs/10_pipeline.ipynb #08916540
-def _numbers(cls, d: dict, where: str = '') -> dict:
-    "`d`'s values for numeric fields of `cls` as numbers: YAML reads `3e-5` (no dot) as a string; non-numbers are errors."
-    kinds = {f.name: {t.strip() for t in getattr(f.type, '__name__', str(f.type)).split('|')} for f in dataclasses.fields(cls)}
-    for k, v in d.items():
-        kind = next((t for t in ('float', 'int') if t in kinds.get(k, ())), None)
-        if kind is None or v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)): continue
-        try:
-            if isinstance(v, bool): raise ValueError
-            d[k] = float(v) if kind == 'float' else int(v)
-        except (TypeError, ValueError): raise ValueError(f"config key '{where}{k}' must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}") from None
-    return d
-
 def check_config(d: dict) -> dict:
     "Raise on any unknown top-level or section key, naming the closest valid one, or a non-number where a number goes."
     check_keys('config', d, [f.name for f in dataclasses.fields(RunConfig)])
-    _numbers(RunConfig, d)
+    coerce_numbers(RunConfig, d)
     toy = d.get('model', 'toy') == 'toy'
     for s in SECTIONS:
         if not isinstance(d.get(s) or {}, dict): raise ValueError(f"config section '{s}' must be a mapping, got {d[s]!r}")
         valid = section_keys(s, toy) if d.get(s) else None
         if valid is not None: check_keys(f"'{s}'", d[s], valid)
-        if d.get(s) and s != 'eval': _numbers(stage_config_class('toy_m0' if s == 'm0' and toy else s), d[s], f'{s}.')
+        if d.get(s) and s != 'eval': coerce_numbers(stage_config_class('toy_m0' if s == 'm0' and toy else s), d[s], f'{s}.')
     if d.get('method', 'sipf') not in PRESETS: raise KeyError(f"unknown method '{d['method']}'{closest(d['method'], PRESETS)}")
     return d
 
