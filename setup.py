@@ -1,4 +1,5 @@
 """Package metadata comes from settings.ini (nbdev 2 convention); this file only reads it."""
+
 from configparser import ConfigParser
 from pathlib import Path
 import setuptools

@@ -9,7 +9,10 @@ which no run and no choice has seen, and prints the Table 1 layout with one stan
     python bench/fresh_test.py runs/demo --start 300 --n 2000
 Last line: one JSON object {seed: {row name: accuracy}}.
 """
-import argparse, json, logging
+
+import argparse
+import json
+import logging
 from pathlib import Path as FilePath
 
 import torch
@@ -24,14 +27,18 @@ from sipf.tasks import load_task
 def models_of(runs_dir: FilePath):
     "(seed, row name, method, iteration, model dir) of every model in a demo's runs dir; M0 once per seed."
     seen = set()
-    rank = lambda run: (list(DEMO_METHODS).index(m) if (m := run.name.split('-', 1)[1]) in DEMO_METHODS else len(DEMO_METHODS), run.name)
+    rank = lambda run: (
+        list(DEMO_METHODS).index(m) if (m := run.name.split('-', 1)[1]) in DEMO_METHODS else len(DEMO_METHODS),
+        run.name,
+    )
     for run in sorted(runs_dir.glob('seed*-*'), key=rank):  # the demo's row order: M0, SIPF, SIOF, RFT, gold
         seed, method = run.name.split('-', 1)
-        c = load_config(str(run/'config.yaml'))
+        c = load_config(str(run / 'config.yaml'))
         for it in sorted(run.glob('iter_*/model'), key=lambda p: int(p.parent.name.split('_')[1])):
             k = int(it.parent.name.split('_')[1])
             name = 'SFT' if k == 0 else row_name(method, k, c.k)
-            if (seed, name) in seen: continue
+            if (seed, name) in seen:
+                continue
             seen.add((seed, name))
             yield int(seed[4:]), name, 'sft' if k == 0 else method, k, it
 
@@ -48,12 +55,18 @@ def main():
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     task = load_task('arith', split='test', n=args.start + args.n)
-    problems = task.problems[args.start:]
+    problems = task.problems[args.start :]
     per_seed = {}  # seed -> rows, as `sipf demo` keeps them
     for seed, name, method, k, model_dir in models_of(FilePath(args.runs_dir)):
         model, tok = load_model(str(model_dir), device='cpu')
-        rep = evaluate(task, TransformersBackend(model.eval(), tok, batch_size=args.batch_size), problems,
-                       batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, progress=False)
+        rep = evaluate(
+            task,
+            TransformersBackend(model.eval(), tok, batch_size=args.batch_size),
+            problems,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            progress=False,
+        )
         per_seed.setdefault(seed, []).append({'name': name, 'scores': {'arith': rep['score']}})
         print(f"seed {seed} {name}: {100 * rep['score']:.2f}", flush=True)
     rows, sem = seed_table(per_seed)

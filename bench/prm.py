@@ -13,20 +13,36 @@ Also reports the training labels' own agreement with the truth (the ceiling the 
     python bench/prm.py                                  # from scratch, policy-size PRM, 2 seeds
     python bench/prm.py --init m0                        # PRM initialised from the toy M0 (trains/caches it first)
 """
-import argparse, json, logging, sys, tempfile, time
+
+import argparse
+import json
+import logging
+import tempfile
+import time
 
 import torch
 
 from sipf.arith import load_arith
-from sipf.prm import (PRMConfig, evaluate_prm, outcome_labels, prm_examples, simulated_labels, step_metrics,
-                      synthetic_paths, train_prm, true_step_labels)
+from sipf.prm import (
+    PRMConfig,
+    evaluate_prm,
+    outcome_labels,
+    prm_examples,
+    simulated_labels,
+    step_metrics,
+    synthetic_paths,
+    train_prm,
+    true_step_labels,
+)
 
 
 def mc_labels(task, paths, args, seed):
-    if args.labels == 'synthetic': return simulated_labels(task, paths, seed=seed)
+    if args.labels == 'synthetic':
+        return simulated_labels(task, paths, seed=seed)
     from sipf.models import load_model, toy_m0
     from sipf.sample import TransformersBackend
     from sipf.simulate import SimulateConfig, label_paths
+
     model, tok = load_model(args.m0_dir or toy_m0('policy'), device='cpu')
     out = tempfile.mktemp(suffix='.jsonl')
     return label_paths(task, TransformersBackend(model, tok), paths, SimulateConfig(seed=seed), out)
@@ -34,20 +50,31 @@ def mc_labels(task, paths, args, seed):
 
 def run(args, seed):
     from sipf.models import toy_config, toy_tokenizer, toy_m0
+
     train, test = load_arith(split='train', n=args.n_train), load_arith(split='val', n=args.n_test)
     tok = toy_tokenizer()
-    tr, te = synthetic_paths(train, n_wrong=args.n_wrong, seed=seed), synthetic_paths(test, n_wrong=args.n_wrong, seed=10_000 + seed)
+    tr, te = (
+        synthetic_paths(train, n_wrong=args.n_wrong, seed=seed),
+        synthetic_paths(test, n_wrong=args.n_wrong, seed=10_000 + seed),
+    )
     labels = {'prm': mc_labels(train, tr, args, seed), 'orm': outcome_labels(tr)}
     init = toy_config(tok, args.size) if args.init == 'scratch' else str(args.m0_dir or toy_m0('policy'))
     truth_tr = true_step_labels(train, tr)
-    res = {'seed': seed, 'n_train_paths': len(tr), 'n_test_paths': len(te),
-           'label_agreement': {k: step_metrics([l.labels for l in v], truth_tr) for k, v in labels.items()}}
+    res = {
+        'seed': seed,
+        'n_train_paths': len(tr),
+        'n_test_paths': len(te),
+        'label_agreement': {k: step_metrics([l.labels for l in v], truth_tr) for k, v in labels.items()},
+    }
     for name, lab in labels.items():
         t0 = time.time()
         cfg = PRMConfig(epochs=args.epochs, lr=args.lr, batch_size=32, seed=seed, logging_steps=50)
         prm = train_prm(init, tok, prm_examples(train, tr, lab), cfg, tempfile.mkdtemp())
-        res[name] = {'cumulative': evaluate_prm(prm, tok, test, te), 'per_step': evaluate_prm(prm, tok, test, te, cumulative=False),
-                     'train_seconds': round(time.time() - t0, 1)}
+        res[name] = {
+            'cumulative': evaluate_prm(prm, tok, test, te),
+            'per_step': evaluate_prm(prm, tok, test, te, cumulative=False),
+            'train_seconds': round(time.time() - t0, 1),
+        }
         print(seed, name, json.dumps(res[name]), flush=True)
     return res
 
@@ -59,7 +86,9 @@ def main(argv=None):
     ap.add_argument('--n-wrong', type=int, default=2)
     ap.add_argument('--size', default='policy')
     ap.add_argument('--init', choices=['scratch', 'm0'], default='scratch')
-    ap.add_argument('--m0-dir', default=None, help='a saved M0 dir (default: toy_m0("policy"), trained and cached if missing)')
+    ap.add_argument(
+        '--m0-dir', default=None, help='a saved M0 dir (default: toy_m0("policy"), trained and cached if missing)'
+    )
     ap.add_argument('--labels', choices=['synthetic', 'simulate'], default='synthetic')
     ap.add_argument('--epochs', type=float, default=4.0)
     ap.add_argument('--lr', type=float, default=2e-3)

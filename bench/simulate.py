@@ -15,7 +15,13 @@ The first run trains and caches toy_m0('policy') (sipf.models) if it is not cach
 Paths are sampled on the arith *train* questions (SIPF samples on its training set) and, like SIPF's pos/neg quotas,
 at most --pos-fraction of them have a right answer.
 """
-import argparse, json, logging, os, sys, time
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
 from pathlib import Path as FilePath
 
 import torch
@@ -30,18 +36,25 @@ log = logging.getLogger('bench.simulate')
 
 class OneByOne:
     "The naive baseline: the same backend, but one generate call per rollout."
-    def __init__(self, backend): self.backend, self.row_seeds = backend, getattr(backend, 'row_seeds', False)
+
+    def __init__(self, backend):
+        self.backend, self.row_seeds = backend, getattr(backend, 'row_seeds', False)
+
     def generate(self, prompts, n=1, seed=None, **kw):
         seeds = seed if isinstance(seed, list) else [seed] * len(prompts)
-        return [self.backend.generate([p], n=n, seed=[s] if self.row_seeds else s, **kw)[0] for p, s in zip(prompts, seeds)]
+        return [
+            self.backend.generate([p], n=n, seed=[s] if self.row_seeds else s, **kw)[0] for p, s in zip(prompts, seeds)
+        ]
 
 
 def load_simulator(which: str, args):
     "(model dir, backend) of the toy M0 (`policy`) or of a stronger simulator; --model-dir / --strong-dir override."
     from sipf.models import load_model
+
     model_dir = args.model_dir if which == 'policy' else args.strong_dir
     if model_dir is None:
         from sipf.models import toy_m0
+
         model_dir = toy_m0(args.recipe if which == 'policy' else args.strong_recipe)  # trained once, then cached
     model, tok = load_model(model_dir)
     model.eval()
@@ -51,22 +64,36 @@ def load_simulator(which: str, args):
 def sample_toy_paths(task, backend, args) -> list[Path]:
     "`--n-paths` distinct sampled paths of the first `--n-problems` arith problems of `--split` (cached in --out)."
     name = args.model_dir and FilePath(args.model_dir).name or args.recipe
-    cache = FilePath(args.out) / f'paths_{name}_{args.split}{args.n_problems}x{args.samples_per_problem}_{args.n_paths}_pos{args.pos_fraction}_{args.seed}.jsonl'
+    cache = (
+        FilePath(args.out)
+        / f'paths_{name}_{args.split}{args.n_problems}x{args.samples_per_problem}_{args.n_paths}_pos{args.pos_fraction}_{args.seed}.jsonl'
+    )
     known = {p.id for p in task.problems}
     cached = read_jsonl(cache, Path)  # [] when missing; stale (problems changed) -> sample again
-    if cached and all(p.problem_id in known for p in cached): return cached
-    probs = task.problems[:args.n_problems]
-    gens = backend.generate([task.prompt(p) for p in probs], n=args.samples_per_problem, temperature=args.sample_temperature,
-                            max_new_tokens=args.max_new_tokens, stop=list(task.stop), seed=args.seed)
+    if cached and all(p.problem_id in known for p in cached):
+        return cached
+    probs = task.problems[: args.n_problems]
+    gens = backend.generate(
+        [task.prompt(p) for p in probs],
+        n=args.samples_per_problem,
+        temperature=args.sample_temperature,
+        max_new_tokens=args.max_new_tokens,
+        stop=list(task.stop),
+        seed=args.seed,
+    )
     paths = {}
     for p, gs in zip(probs, gens):
         for g in gs:
             steps = task.split_steps(g.text)
-            path = Path(p.id, g.text, steps=steps, answer=task.extract_answer(g.text), correct=task.is_correct(p, g.text))
-            if steps: paths.setdefault(path.id, path)
-    pos = [p for p in paths.values() if p.correct][:int(args.n_paths * args.pos_fraction)]
-    paths = pos + [p for p in paths.values() if not p.correct][:args.n_paths - len(pos)]
-    if len(paths) < args.n_paths: raise ValueError(f"sampled only {len(paths)} distinct paths, asked for {args.n_paths}")
+            path = Path(
+                p.id, g.text, steps=steps, answer=task.extract_answer(g.text), correct=task.is_correct(p, g.text)
+            )
+            if steps:
+                paths.setdefault(path.id, path)
+    pos = [p for p in paths.values() if p.correct][: int(args.n_paths * args.pos_fraction)]
+    paths = pos + [p for p in paths.values() if not p.correct][: args.n_paths - len(pos)]
+    if len(paths) < args.n_paths:
+        raise ValueError(f"sampled only {len(paths)} distinct paths, asked for {args.n_paths}")
     write_jsonl(cache, paths)
     return paths
 
@@ -104,12 +131,20 @@ def truth_report(task, paths, labels, deltas) -> dict:
     line = [[int(t) for t in task.step_truth(task.by_id(p.problem_id), p.text)] for p in paths]
     out = {}
     for d in deltas:
-        mc = [hard_labels(l.hits, d)[:-1] + [l.labels[-1]] if l.meta.get('outcome_last') else hard_labels(l.hits, d) for l in labels]
-        out[f'delta_{d}'] = dict(prefix_truth=round(agreement(mc, truth), 4), line_truth=round(agreement(mc, line), 4),
-                                 first_error=round(first_error_agreement(mc, truth), 4))
+        mc = [
+            hard_labels(l.hits, d)[:-1] + [l.labels[-1]] if l.meta.get('outcome_last') else hard_labels(l.hits, d)
+            for l in labels
+        ]
+        out[f'delta_{d}'] = dict(
+            prefix_truth=round(agreement(mc, truth), 4),
+            line_truth=round(agreement(mc, line), 4),
+            first_error=round(first_error_agreement(mc, truth), 4),
+        )
     outcome = [[int(p.correct)] * len(p.steps) for p in paths]
     out['outcome_as_step_label'] = dict(prefix_truth=round(agreement(outcome, truth), 4))
-    out['correct_paths_with_a_wrong_step'] = round(sum(p.correct and not all(t) for p, t in zip(paths, truth)) / max(1, sum(p.correct for p in paths)), 4)
+    out['correct_paths_with_a_wrong_step'] = round(
+        sum(p.correct and not all(t) for p, t in zip(paths, truth)) / max(1, sum(p.correct for p in paths)), 4
+    )
     return out
 
 
@@ -117,11 +152,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--n-paths', type=int, default=128)
     ap.add_argument('--n-problems', type=int, default=100)
-    ap.add_argument('--split', default='train', help="arith split to sample paths on (SIPF samples on its training questions)")
+    ap.add_argument(
+        '--split', default='train', help="arith split to sample paths on (SIPF samples on its training questions)"
+    )
     ap.add_argument('--samples-per-problem', type=int, default=4)
     ap.add_argument('--sample-temperature', type=float, default=1.0)
-    ap.add_argument('--pos-fraction', type=float, default=0.5,
-                    help='at most this fraction of the paths with a right answer (SIPF labels pos/neg quotas); 0: as sampled')
+    ap.add_argument(
+        '--pos-fraction',
+        type=float,
+        default=0.5,
+        help='at most this fraction of the paths with a right answer (SIPF labels pos/neg quotas); 0: as sampled',
+    )
     ap.add_argument('--n-rollouts', type=int, default=8)
     ap.add_argument('--chunk-size', type=int, default=1)
     ap.add_argument('--batch-size', type=int, default=128, help='backend batch size (rows per model.generate)')
@@ -129,7 +170,9 @@ def main(argv=None):
     ap.add_argument('--max-new-tokens', type=int, default=80)
     ap.add_argument('--naive-paths', type=int, default=6, help='paths the naive baseline is timed on (extrapolated)')
     ap.add_argument('--deltas', type=int, nargs='+', default=[0, 1, 2, 4])
-    ap.add_argument('--strong', action='store_true', help='also label with a stronger simulator and compare with the truth')
+    ap.add_argument(
+        '--strong', action='store_true', help='also label with a stronger simulator and compare with the truth'
+    )
     ap.add_argument('--recipe', default='policy', help='toy_m0 recipe of the policy/simulator (sipf.models.M0_RECIPES)')
     ap.add_argument('--strong-recipe', default='simulator', help='toy_m0 recipe of the stronger simulator')
     ap.add_argument('--model-dir', help='a saved simulator/policy to use instead of the cached toy M0')
@@ -143,13 +186,20 @@ def main(argv=None):
     seed_everything(args.seed)
     FilePath(args.out).mkdir(parents=True, exist_ok=True)
 
-    task = load_task('arith', split=args.split, n=args.n_problems)  # train: the questions SIPF samples on (M0's SFT set)
+    task = load_task(
+        'arith', split=args.split, n=args.n_problems
+    )  # train: the questions SIPF samples on (M0's SFT set)
     _, backend = load_simulator('policy', args)
     paths = sample_toy_paths(task, backend, args)
     acc = sum(p.correct for p in paths) / len(paths)
     log.info(f'{len(paths)} paths, {acc:.0%} with a correct answer, {sum(len(p.steps) for p in paths)} steps')
-    base = dict(n_rollouts=args.n_rollouts, chunk_size=args.chunk_size, batch_paths=args.batch_paths,
-                max_new_tokens=args.max_new_tokens, seed=args.seed)
+    base = dict(
+        n_rollouts=args.n_rollouts,
+        chunk_size=args.chunk_size,
+        batch_paths=args.batch_paths,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
 
     res, times = {}, {}
     variants = {'exhaustive': {}, 'early_stop': {}, 'binary': {}, 'binary_search_all': dict(trust_outcome=False)}
@@ -157,21 +207,32 @@ def main(argv=None):
         cfg = SimulateConfig(strategy=s.split('_search')[0], **base, **extra)
         res[s], times[s] = timed_labels(task, backend, paths, cfg)
         log.info(f'{s}: {times[s]:.1f}s, {sum(l.tokens for l in res[s])} tokens')
-    sub = paths[:args.naive_paths]
+    sub = paths[: args.naive_paths]
     naive, t_naive = timed_labels(task, OneByOne(backend), sub, SimulateConfig(strategy='exhaustive', **base))
     n_naive, n_exh = rollouts(naive), rollouts(res['exhaustive'])
     t_naive_full = t_naive / n_naive * n_exh
-    log.info(f'naive: {t_naive:.1f}s for {n_naive} rollouts of {len(sub)} paths -> {t_naive_full:.0f}s extrapolated to {n_exh}')
+    log.info(
+        f'naive: {t_naive:.1f}s for {n_naive} rollouts of {len(sub)} paths -> {t_naive_full:.0f}s extrapolated to {n_exh}'
+    )
 
     lab = {s: [l.labels for l in r] for s, r in res.items()}
     tok = {s: sum(l.tokens for l in r) for s, r in res.items()}
     report = dict(
-        n_paths=len(paths), n_steps=sum(len(p.steps) for p in paths), path_accuracy=round(acc, 4),
-        n_rollouts=args.n_rollouts, chunk_size=args.chunk_size, rollouts_exhaustive=n_exh,
-        seconds=dict(naive_extrapolated=round(t_naive_full, 1), naive_measured=round(t_naive, 1), naive_paths=len(sub),
-                     **{s: round(t, 1) for s, t in times.items()}),
-        tokens=tok, rollouts={s: rollouts(r) for s, r in res.items()},
-        naive_label_agreement=round(agreement([l.labels for l in naive], lab['exhaustive'][:len(sub)]), 4),
+        n_paths=len(paths),
+        n_steps=sum(len(p.steps) for p in paths),
+        path_accuracy=round(acc, 4),
+        n_rollouts=args.n_rollouts,
+        chunk_size=args.chunk_size,
+        rollouts_exhaustive=n_exh,
+        seconds=dict(
+            naive_extrapolated=round(t_naive_full, 1),
+            naive_measured=round(t_naive, 1),
+            naive_paths=len(sub),
+            **{s: round(t, 1) for s, t in times.items()},
+        ),
+        tokens=tok,
+        rollouts={s: rollouts(r) for s, r in res.items()},
+        naive_label_agreement=round(agreement([l.labels for l in naive], lab['exhaustive'][: len(sub)]), 4),
         speedup_exhaustive_vs_naive=round(t_naive_full / times['exhaustive'], 2),
         early_stop_token_saving=round(tok['exhaustive'] / tok['early_stop'], 2),
         # the best early_stop can do at delta=0: a 1-step costs one rollout (its first hit), a 0-step all N
@@ -184,8 +245,10 @@ def main(argv=None):
         binary_search_all=dict(  # binary also searching paths with a right answer (SimulateConfig.trust_outcome=False)
             token_saving=round(tok['exhaustive'] / max(1, tok['binary_search_all']), 2),
             label_agreement=round(agreement(lab['binary_search_all'], lab['exhaustive']), 4),
-            first_error_agreement=round(first_error_agreement(lab['binary_search_all'], lab['exhaustive']), 4)),
-        truth_policy=truth_report(task, paths, res['exhaustive'], args.deltas))
+            first_error_agreement=round(first_error_agreement(lab['binary_search_all'], lab['exhaustive']), 4),
+        ),
+        truth_policy=truth_report(task, paths, res['exhaustive'], args.deltas),
+    )
     if args.strong:
         _, strong = load_simulator('simulator', args)
         sl, ts = timed_labels(task, strong, paths, SimulateConfig(strategy='exhaustive', **base))

@@ -4,10 +4,16 @@
 
 # %% ../nbs/08_align.ipynb #aaa5df12
 from __future__ import annotations
-import argparse, dataclasses, json, logging, math, os, sys
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
 from dataclasses import dataclass, asdict
 from pathlib import Path as FilePath
 from typing import Iterable
+
 os.environ.setdefault('TRL_EXPERIMENTAL_SILENCE', '1')
 import torch
 import torch.nn.functional as F
@@ -26,9 +32,11 @@ __all__ = ['logger', 'OBJECTIVES', 'PRESETS', 'PAPER_GRID', 'AlignConfig', 'alig
 # %% ../nbs/08_align.ipynb #17d07ae8
 OBJECTIVES = ('orpo', 'dpo', 'rpo', 'sft')
 
+
 @dataclass
 class AlignConfig:
     "One alignment stage: objective, optimisation and adapter settings (CPU-safe defaults)."
+
     objective: str = 'orpo'  # 'orpo' | 'dpo' | 'rpo' (DPO + NLL) | 'sft'
     beta: float = 0.1  # ORPO: OR weight λ of Eq. 7; DPO/RPO: KL strength β
     nll_weight: float = 1.0  # RPO: weight α of the NLL term
@@ -56,15 +64,29 @@ class AlignConfig:
     progress: bool = False  # show the trainer's progress bar
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES: raise ValueError(f"unknown objective '{self.objective}'; use one of {OBJECTIVES}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective '{self.objective}'; use one of {OBJECTIVES}")
 
 # %% ../nbs/08_align.ipynb #83651e5f
 PRESETS = {
-    'paper': dict(lr=5e-5, warmup_ratio=0.1, max_grad_norm=0.3, beta=0.1, qlora=True, lora_r=256, lora_alpha=128,
-                  lora_dropout=0.05, bf16=True, batch_size=8, grad_accum=6, epochs=1.0),
+    'paper': dict(
+        lr=5e-5,
+        warmup_ratio=0.1,
+        max_grad_norm=0.3,
+        beta=0.1,
+        qlora=True,
+        lora_r=256,
+        lora_alpha=128,
+        lora_dropout=0.05,
+        bf16=True,
+        batch_size=8,
+        grad_accum=6,
+        epochs=1.0,
+    ),
     'toy': dict(lr=1e-3, warmup_ratio=0.1, max_grad_norm=1.0, beta=0.1, batch_size=16, epochs=1.0),
 }
 PAPER_GRID = {'lr': (5e-5, 8e-5, 1e-4), 'beta': (0.01, 0.1, 1.0)}
+
 
 def align_preset(name: str, **overrides) -> AlignConfig:
     "The `AlignConfig` of preset `name` ('paper' = Table 5, 'toy'), with `overrides`."
@@ -78,22 +100,28 @@ def completion_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     labels = F.pad(labels, (0, logits.shape[1] - labels.shape[1]), value=-100)
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
 
+
 class CompletionORPOTrainer(ORPOTrainer):
     "TRL's ORPO trainer with the NLL term on the chosen completion only (paper Eq. 7)."
+
     def concatenated_forward(self, model, batch):
         out = super().concatenated_forward(model, batch)
-        if self.is_encoder_decoder: return out  # encoder-decoder labels hold the completion only already
+        if self.is_encoder_decoder:
+            return out  # encoder-decoder labels hold the completion only already
         logits = out[2]  # chosen logits, already cut to T-1 positions by TRL
         nll = completion_nll(F.pad(logits, (0, 0, 0, 1)), batch['chosen_labels'])
         return (*out[:4], nll, *out[5:])
 
 # %% ../nbs/08_align.ipynb #4d49ece9
-def _get(r, k): return r[k] if isinstance(r, dict) else getattr(r, k)
+def _get(r, k):
+    return r[k] if isinstance(r, dict) else getattr(r, k)
+
 
 def preference_rows(data: Iterable) -> dict:
     "Columns prompt / chosen / rejected of pairs (`Pair` or dicts)."
     data = list(data)
     return {k: [_get(r, k) for r in data] for k in ('prompt', 'chosen', 'rejected')}
+
 
 def sft_rows(data: Iterable) -> dict:
     "Columns prompt / completion of SFT rows (dicts with 'completion') or of pairs (their 'chosen')."
@@ -106,102 +134,174 @@ def _bf16(config: AlignConfig) -> bool:
     "bf16 only when asked for (or left to default) and a GPU supports it."
     return config.bf16 is not False and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
+
 def trl_args(config: AlignConfig, output_dir, use_cpu: bool | None = None):
     "The TRL config (`ORPOConfig` or `DPOConfig`) of a preference objective."
     use_cpu = not torch.cuda.is_available() if use_cpu is None else use_cpu
-    common = dict(output_dir=str(output_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
-                  learning_rate=config.lr, lr_scheduler_type=config.scheduler, warmup_steps=config.warmup_ratio,
-                  max_grad_norm=config.max_grad_norm, per_device_train_batch_size=config.batch_size,
-                  gradient_accumulation_steps=config.grad_accum, max_length=config.max_length, beta=config.beta,
-                  seed=config.seed, data_seed=config.seed, logging_steps=config.logging_steps, save_strategy='no',
-                  report_to='none', bf16=_bf16(config) and not use_cpu, fp16=False, use_cpu=use_cpu,
-                  dataloader_num_workers=0, disable_tqdm=not config.progress, per_device_eval_batch_size=config.batch_size)
-    if config.trace_steps > 0: common.update(eval_strategy='steps', eval_steps=config.trace_steps, eval_on_start=True)
-    if config.objective == 'orpo': return ORPOConfig(**common)
-    if config.objective == 'dpo': return DPOConfig(**common, loss_type=['sigmoid'])
-    if config.objective == 'rpo': return DPOConfig(**common, loss_type=['sigmoid', 'sft'], loss_weights=[1.0, config.nll_weight])
-    raise ValueError(f"objective '{config.objective}' has no preference trainer (sft trains through sipf.models.train_sft)")
+    common = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_ratio,
+        max_grad_norm=config.max_grad_norm,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        max_length=config.max_length,
+        beta=config.beta,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy='no',
+        report_to='none',
+        bf16=_bf16(config) and not use_cpu,
+        fp16=False,
+        use_cpu=use_cpu,
+        dataloader_num_workers=0,
+        disable_tqdm=not config.progress,
+        per_device_eval_batch_size=config.batch_size,
+    )
+    if config.trace_steps > 0:
+        common.update(eval_strategy='steps', eval_steps=config.trace_steps, eval_on_start=True)
+    if config.objective == 'orpo':
+        return ORPOConfig(**common)
+    if config.objective == 'dpo':
+        return DPOConfig(**common, loss_type=['sigmoid'])
+    if config.objective == 'rpo':
+        return DPOConfig(**common, loss_type=['sigmoid', 'sft'], loss_weights=[1.0, config.nll_weight])
+    raise ValueError(
+        f"objective '{config.objective}' has no preference trainer (sft trains through sipf.models.train_sft)"
+    )
 
 # %% ../nbs/08_align.ipynb #57d2140d
 class MetricsLogger(TrainerCallback):
     "Append every log record of a trainer to `path` (jsonl), tagged with the objective."
-    def __init__(self, path, objective: str): self.path, self.objective = FilePath(path), objective
+
+    def __init__(self, path, objective: str):
+        self.path, self.objective = FilePath(path), objective
+
     def on_log(self, args, state, control, logs=None, **kw):
-        if not state.is_world_process_zero: return
+        if not state.is_world_process_zero:
+            return
         with open(self.path, 'a', encoding='utf-8') as f:
             f.write(json.dumps({'step': state.global_step, 'objective': self.objective, **(logs or {})}) + '\n')
 
 # %% ../nbs/08_align.ipynb #f99743e6
 def _load(model_path, config: AlignConfig):
     from sipf.models import load_model, LoraOptions
+
     opts = LoraOptions(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
-    return load_model(model_path, lora=config.lora, qlora=config.qlora, lora_opts=opts, device='cpu' if not torch.cuda.is_available() else None)
+    return load_model(
+        model_path,
+        lora=config.lora,
+        qlora=config.qlora,
+        lora_opts=opts,
+        device='cpu' if not torch.cuda.is_available() else None,
+    )
+
 
 def _train_preference(model, tok, data, config: AlignConfig, out: FilePath):
-    from datasets import Dataset
+
     ds, args = Dataset.from_dict(preference_rows(data)), trl_args(config, out)
     trace = ds.select(range(min(len(ds), config.trace_pairs))) if config.trace_steps > 0 else None
     cls = CompletionORPOTrainer if config.completion_only_nll else ORPOTrainer
-    kw = dict(model=model, args=args, train_dataset=ds, eval_dataset=trace, processing_class=tok,
-              callbacks=[MetricsLogger(out / 'metrics.jsonl', config.objective)])
+    kw = dict(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        eval_dataset=trace,
+        processing_class=tok,
+        callbacks=[MetricsLogger(out / 'metrics.jsonl', config.objective)],
+    )
     trainer = cls(**kw) if config.objective == 'orpo' else DPOTrainer(**kw)
     from sipf.models import quiet_logs
+
     quiet_logs(trainer).train()
     trainer.save_model(str(out))
     return trainer.args.world_size
 
+
 def _train_sft(model, tok, data, config: AlignConfig, out: FilePath):
     from sipf.models import SFTTrainConfig, train_sft
+
     rows = sft_rows(data)
-    sft = SFTTrainConfig(epochs=config.epochs, max_steps=config.max_steps, lr=config.lr, scheduler=config.scheduler,
-                         warmup_ratio=config.warmup_ratio, batch_size=config.batch_size, grad_accum=config.grad_accum,
-                         max_length=config.max_length, seed=config.seed, logging_steps=config.logging_steps)
+    sft = SFTTrainConfig(
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+        lr=config.lr,
+        scheduler=config.scheduler,
+        warmup_ratio=config.warmup_ratio,
+        batch_size=config.batch_size,
+        grad_accum=config.grad_accum,
+        max_length=config.max_length,
+        seed=config.seed,
+        logging_steps=config.logging_steps,
+    )
     train_sft(model, tok, rows['prompt'], rows['completion'], sft, out)
     return int(os.environ.get('WORLD_SIZE', 1))
 
 # %% ../nbs/08_align.ipynb #a9708529
 def capped_steps(config: AlignConfig, n_rows: int, world_size: int = 1) -> int:
     "A stage's optimizer steps: `max_steps`, but at most `max_epochs` passes over `n_rows` (at least 1 step)."
-    if config.max_steps <= 0 or config.max_epochs <= 0: return config.max_steps
+    if config.max_steps <= 0 or config.max_epochs <= 0:
+        return config.max_steps
     per_step = config.batch_size * config.grad_accum * world_size
     return max(1, min(config.max_steps, math.ceil(config.max_epochs * n_rows / per_step)))
+
 
 def align(model_path, data, config: AlignConfig | None = None, output_dir='align') -> FilePath | None:
     "Train `model_path` on `data` (pairs, or SFT rows) with `config.objective`; the saved model's dir, or None if `data` is empty."
     config, data, out = config or AlignConfig(), list(data), FilePath(output_dir)
     if not data:
-        logger.warning("align: no %s for objective '%s' (no question had both a chosen and a rejected path): stage skipped",
-                       'training rows' if config.objective == 'sft' else 'preference pairs', config.objective)
+        logger.warning(
+            "align: no %s for objective '%s' (no question had both a chosen and a rejected path): stage skipped",
+            'training rows' if config.objective == 'sft' else 'preference pairs',
+            config.objective,
+        )
         return None
-    config = dataclasses.replace(config, max_steps=capped_steps(config, len(data), int(os.environ.get('WORLD_SIZE', 1))))
+    config = dataclasses.replace(
+        config, max_steps=capped_steps(config, len(data), int(os.environ.get('WORLD_SIZE', 1)))
+    )
     seed_everything(config.seed)
     out.mkdir(parents=True, exist_ok=True)
     model, tok = _load(model_path, config)
     train = _train_sft if config.objective == 'sft' else _train_preference
     world = train(model, tok, data, config, out)
     if int(os.environ.get('RANK', 0)) == 0:
-        write_json(out / 'align_config.json', {**asdict(config), 'n_rows': len(data), 'world_size': world, 'model_path': str(model_path)})
+        write_json(
+            out / 'align_config.json',
+            {**asdict(config), 'n_rows': len(data), 'world_size': world, 'model_path': str(model_path)},
+        )
     return out
 
 # %% ../nbs/08_align.ipynb #42f7fac6
 def logp_traces(metrics_path, source: str = 'auto') -> dict[str, list[float]]:
     "Logged chosen / rejected log-probs of one run in step order: of the fixed trace set ('eval'), the training batches ('train'), or 'auto'."
     rows = read_jsonl(metrics_path)
-    if source == 'auto': source = 'eval' if any('eval_logps/chosen' in r for r in rows) else 'train'
+    if source == 'auto':
+        source = 'eval' if any('eval_logps/chosen' in r for r in rows) else 'train'
     pre = 'eval_' if source == 'eval' else ''
     rows = [r for r in rows if f'{pre}logps/chosen' in r]
-    return {'step': [r['step'] for r in rows], 'chosen': [r[f'{pre}logps/chosen'] for r in rows], 'rejected': [r[f'{pre}logps/rejected'] for r in rows]}
+    return {
+        'step': [r['step'] for r in rows],
+        'chosen': [r[f'{pre}logps/chosen'] for r in rows],
+        'rejected': [r[f'{pre}logps/rejected'] for r in rows],
+    }
+
 
 def logp_trend(metrics_path) -> dict[str, float]:
     "Change (last - first logged) of the chosen and rejected log-probs of one run."
     t = logp_traces(metrics_path)
-    if len(t['step']) < 2: raise ValueError(f"{metrics_path}: fewer than 2 logged log-prob records")
+    if len(t['step']) < 2:
+        raise ValueError(f"{metrics_path}: fewer than 2 logged log-prob records")
     return {k: t[k][-1] - t[k][0] for k in ('chosen', 'rejected')}
 
 # %% ../nbs/08_align.ipynb #a0fcfc36
 def plot_logps(metrics_paths, labels: list[str] | None = None):
     "The paper's Figure 3: chosen / rejected log-probs over training, one panel per run's metrics.jsonl."
     import matplotlib.pyplot as plt
+
     paths = [metrics_paths] if isinstance(metrics_paths, (str, os.PathLike)) else list(metrics_paths)
     labels = labels or [FilePath(p).parent.name for p in paths]
     fig, axes = plt.subplots(1, len(paths), figsize=(4 * len(paths), 3.2), squeeze=False)
@@ -209,14 +309,18 @@ def plot_logps(metrics_paths, labels: list[str] | None = None):
         t = logp_traces(p)
         ax.plot(t['step'], t['chosen'], label='chosen', color='tab:blue')
         ax.plot(t['step'], t['rejected'], label='rejected', color='tab:red')
-        ax.set(title=name, xlabel='step', ylabel='log-prob'); ax.legend()
+        ax.set(title=name, xlabel='step', ylabel='log-prob')
+        ax.legend()
     fig.tight_layout()
     return fig
 
 # %% ../nbs/08_align.ipynb #0e6d7a8a
 def _parse_value(text: str):
-    try: return json.loads(text)
-    except json.JSONDecodeError: return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
 
 def parse_sets(items: list[str]) -> dict:
     "`key=value` strings (values as json when they parse) into AlignConfig fields, naming unknown keys."
@@ -224,11 +328,15 @@ def parse_sets(items: list[str]) -> dict:
     check_keys('AlignConfig', kv, [f.name for f in dataclasses.fields(AlignConfig)])
     return {k: _parse_value(v) for k, v in kv.items()}
 
+
 def main(argv: list[str] | None = None):
     "`python -m sipf.align MODEL PAIRS_JSONL OUTPUT_DIR [--preset toy] [--set key=value ...]`"
     ap = argparse.ArgumentParser(prog='python -m sipf.align', description='Run one alignment stage.')
-    ap.add_argument('model'); ap.add_argument('pairs'); ap.add_argument('output_dir')
-    ap.add_argument('--preset', default=None); ap.add_argument('--set', nargs='+', action='extend', default=[], dest='sets', metavar='KEY=VALUE')
+    ap.add_argument('model')
+    ap.add_argument('pairs')
+    ap.add_argument('output_dir')
+    ap.add_argument('--preset', default=None)
+    ap.add_argument('--set', nargs='+', action='extend', default=[], dest='sets', metavar='KEY=VALUE')
     a = ap.parse_args(argv)
     sets = parse_sets(a.sets)
     config = align_preset(a.preset, **sets) if a.preset else AlignConfig(**sets)
@@ -237,4 +345,5 @@ def main(argv: list[str] | None = None):
 
 # %% ../nbs/08_align.ipynb #8b04f774
 #| eval: false
-if __name__ == '__main__': main()
+if __name__ == '__main__':
+    main()

@@ -4,8 +4,11 @@
 
 # %% ../nbs/01a_arith.ipynb #7e16b6a1
 from __future__ import annotations
-import hashlib, itertools, random, re
-from dataclasses import dataclass, fields, asdict
+import hashlib
+import itertools
+import random
+import re
+from dataclasses import dataclass, fields
 from pathlib import Path as FilePath
 from .core import Problem, check_keys, read_jsonl, text_id
 from .tasks import MathTask
@@ -18,6 +21,7 @@ __all__ = ['NAMES', 'ITEMS', 'SPLITS', 'DEFAULT_N', 'ArithConfig', 'Fact', 'appl
 @dataclass
 class ArithConfig:
     "The knobs of the toy world's problem generator."
+
     min_steps: int = 1  # fewest equations in a gold solution
     max_steps: int = 2  # most equations in a gold solution (the issue's harder world: 2..4)
     max_value: int = 30  # every number in a problem and its solution stays <= this (harder: 40)
@@ -27,16 +31,37 @@ class ArithConfig:
     max_distractors: int = 2  # most facts the solution does not need
     kinds: tuple = ('total', 'diff', 'single')  # question kinds drawn from
     ops: tuple = ('+', '-', '*')  # operations relating one amount to another
-    shuffle: bool = True  # state facts in random order (False: dependency order, distractors anywhere after their parent)
+    shuffle: bool = (
+        True  # state facts in random order (False: dependency order, distractors anywhere after their parent)
+    )
     named: bool = True  # prefix each equation with whose amount it computes ("Ben: 5 + 3 = 8")
 
-NAMES = ['Ann', 'Ben', 'Cara', 'Dan', 'Eve', 'Finn', 'Gus', 'Hana', 'Ivy', 'Jack', 'Kim', 'Leo', 'Mia', 'Ned', 'Omar', 'Pia']
+
+NAMES = [
+    'Ann',
+    'Ben',
+    'Cara',
+    'Dan',
+    'Eve',
+    'Finn',
+    'Gus',
+    'Hana',
+    'Ivy',
+    'Jack',
+    'Kim',
+    'Leo',
+    'Mia',
+    'Ned',
+    'Omar',
+    'Pia',
+]
 ITEMS = ['apples', 'pears', 'books', 'cards', 'coins', 'shells', 'stamps', 'marbles', 'pens', 'eggs']
 
 # %% ../nbs/01a_arith.ipynb #cf05c672
 @dataclass
 class Fact:
     "One stated amount: `who` has `value` `item`, outright or relative to fact `parent`."
+
     who: str
     item: str
     value: int
@@ -44,16 +69,21 @@ class Fact:
     op: str | None = None  # '+', '-' or '*'
     arg: int | None = None  # the number in the relation
 
+
 def apply_op(a: int, op: str, b: int) -> int:
     "`a op b` for op in + - * (and x, × for times)."
     return a + b if op == '+' else a - b if op == '-' else a * b
 
+
 def fact_sentence(f: Fact, facts: list[Fact]) -> str:
     "The sentence stating fact `f`."
-    if f.parent is None: return f"{f.who} has {f.value} {f.item}."
+    if f.parent is None:
+        return f"{f.who} has {f.value} {f.item}."
     p = facts[f.parent].who
-    if f.op == '+': return f"{f.who} has {f.arg} more {f.item} than {p}."
-    if f.op == '-': return f"{f.who} has {f.arg} fewer {f.item} than {p}."
+    if f.op == '+':
+        return f"{f.who} has {f.arg} more {f.item} than {p}."
+    if f.op == '-':
+        return f"{f.who} has {f.arg} fewer {f.item} than {p}."
     return f"{f.who} has {f.arg} times as many {f.item} as {p}."
 
 # %% ../nbs/01a_arith.ipynb #6ccb3f08
@@ -63,24 +93,34 @@ def _relate(rng, cfg, parent: Fact, who: str, idx: int) -> Fact | None:
         op = rng.choice(cfg.ops)
         arg = rng.randint(2, 3) if op == '*' else rng.randint(1, 9)
         v = apply_op(parent.value, op, arg)
-        if 1 <= v <= cfg.max_value: return Fact(who, parent.item, v, idx, op, arg)
+        if 1 <= v <= cfg.max_value:
+            return Fact(who, parent.item, v, idx, op, arg)
     return None
+
 
 def _chains(rng, cfg, item, people, n_steps, m):
     "Facts for `m` target people whose amounts need `n_steps - (m-1)` relations in all, and the targets."
     lengths = [0] * m
-    for _ in range(n_steps - (m - 1)): lengths[rng.randrange(m)] += 1
+    for _ in range(n_steps - (m - 1)):
+        lengths[rng.randrange(m)] += 1
     facts, targets = [], []
     for L in lengths:
-        if L and facts and rng.random() < 0.5: root = rng.randrange(len(facts))
-        else: facts.append(Fact(people.pop(), item, rng.randint(2, cfg.base_max))); root = len(facts) - 1
+        if L and facts and rng.random() < 0.5:
+            root = rng.randrange(len(facts))
+        else:
+            facts.append(Fact(people.pop(), item, rng.randint(2, cfg.base_max)))
+            root = len(facts) - 1
         for _ in range(L):
             f = _relate(rng, cfg, facts[root], people.pop(), root)
-            if f is None: return None
-            facts.append(f); root = len(facts) - 1
-        if root in targets: return None
+            if f is None:
+                return None
+            facts.append(f)
+            root = len(facts) - 1
+        if root in targets:
+            return None
         targets.append(root)
     return facts, targets
+
 
 def _distract(rng, cfg, facts, targets, item, other, people) -> Fact | None:
     "One fact the answer does not need: a bystander related to someone, or another item, or a bystander."
@@ -89,48 +129,68 @@ def _distract(rng, cfg, facts, targets, item, other, people) -> Fact | None:
         i = rng.randrange(len(facts))
         return _relate(rng, cfg, facts[i], people.pop(), i)
     who, what = (facts[rng.choice(targets)].who, other) if kind == 1 else (people.pop(), item)
-    if any(f.who == who and f.item == what for f in facts): return None  # never state one amount twice
+    if any(f.who == who and f.item == what for f in facts):
+        return None  # never state one amount twice
     return Fact(who, what, rng.randint(2, cfg.base_max))
 
 # %% ../nbs/01a_arith.ipynb #08a01964
 def _question(kind, names, item) -> str:
-    if kind == 'single': return f"How many {item} does {names[0]} have?"
-    if kind == 'diff': return f"How many more {item} does {names[0]} have than {names[1]}?"
+    if kind == 'single':
+        return f"How many {item} does {names[0]} have?"
+    if kind == 'diff':
+        return f"How many more {item} does {names[0]} have than {names[1]}?"
     return f"How many {item} do {', '.join(names[:-1])} and {names[-1]} have together?"
+
 
 def _derivations(rng, facts, targets) -> list[int]:
     "The relative facts the targets need, in a random order that respects dependencies."
     need, todo = set(), list(targets)
     while todo:
         i = todo.pop()
-        if facts[i].parent is not None and i not in need: need.add(i); todo.append(facts[i].parent)
+        if facts[i].parent is not None and i not in need:
+            need.add(i)
+            todo.append(facts[i].parent)
     order, done = [], {i for i, f in enumerate(facts) if f.parent is None}
     while need:
         i = rng.choice(sorted(j for j in need if facts[j].parent in done))
-        order.append(i); done.add(i); need.discard(i)
+        order.append(i)
+        done.add(i)
+        need.discard(i)
     return order
 
+
 def _gold_lines(rng, facts, targets, kind, named) -> list[str]:
-    lines = [(f"{facts[i].who}: " if named else '') + f"{facts[facts[i].parent].value} {facts[i].op} {facts[i].arg} = {facts[i].value}"
-             for i in _derivations(rng, facts, targets)]
+    lines = [
+        (f"{facts[i].who}: " if named else '')
+        + f"{facts[facts[i].parent].value} {facts[i].op} {facts[i].arg} = {facts[i].value}"
+        for i in _derivations(rng, facts, targets)
+    ]
     vals = [facts[t].value for t in targets]
-    if kind == 'diff': lines.append(('Difference: ' if named else '') + f"{vals[0]} - {vals[1]} = {vals[0] - vals[1]}")
+    if kind == 'diff':
+        lines.append(('Difference: ' if named else '') + f"{vals[0]} - {vals[1]} = {vals[0] - vals[1]}")
     if kind == 'total':
-        vals = rng.sample(vals, len(vals)); acc = vals[0]
-        for v in vals[1:]: lines.append(('Total: ' if named else '') + f"{acc} + {v} = {acc + v}"); acc += v
+        vals = rng.sample(vals, len(vals))
+        acc = vals[0]
+        for v in vals[1:]:
+            lines.append(('Total: ' if named else '') + f"{acc} + {v} = {acc + v}")
+            acc += v
     return lines
+
 
 def _valid_steps(facts, targets, kind) -> list[list]:
     "Every true equation about the world: [a, op, b, c] for each relation and each partial combination."
     out = []
     for f in facts:
-        if f.parent is None: continue
+        if f.parent is None:
+            continue
         pv = facts[f.parent].value
         out += [[pv, f.op, f.arg, f.value]] + ([[f.arg, f.op, pv, f.value]] if f.op in '+*' else [])
     vals = [facts[t].value for t in targets]
-    if kind == 'diff': out.append([vals[0], '-', vals[1], vals[0] - vals[1]])
+    if kind == 'diff':
+        out.append([vals[0], '-', vals[1], vals[0] - vals[1]])
     for a, b in itertools.permutations(range(1, 2 ** len(vals)), 2) if kind == 'total' else []:
-        if a & b: continue
+        if a & b:
+            continue
         sa, sb = (sum(v for k, v in enumerate(vals) if msk >> k & 1) for msk in (a, b))
         out.append([sa, '+', sb, sa + sb])
     return out
@@ -151,57 +211,81 @@ def make_problem(rng: random.Random, cfg: ArithConfig) -> dict | None:
     m = 1 if kind == 'single' else 2 if kind == 'diff' else rng.randint(2, min(cfg.max_terms, n_steps + 1))
     people, (item, other) = rng.sample(NAMES, len(NAMES)), rng.sample(ITEMS, 2)
     built = _chains(rng, cfg, item, people, n_steps, m)
-    if built is None: return None
+    if built is None:
+        return None
     facts, targets = built
     vals = [facts[t].value for t in targets]
-    if kind == 'diff' and vals[0] <= vals[1]: targets, vals = targets[::-1], vals[::-1]
+    if kind == 'diff' and vals[0] <= vals[1]:
+        targets, vals = targets[::-1], vals[::-1]
     ans = vals[0] if kind == 'single' else vals[0] - vals[1] if kind == 'diff' else sum(vals)
-    if not 0 < ans <= cfg.max_value: return None
+    if not 0 < ans <= cfg.max_value:
+        return None
     n_needed = len(facts)
     for _ in range(rng.randint(cfg.min_distractors, cfg.max_distractors)):
-        if (d := _distract(rng, cfg, facts, targets, item, other, people)) is not None: facts.append(d)
+        if (d := _distract(rng, cfg, facts, targets, item, other, people)) is not None:
+            facts.append(d)
     order = rng.sample(range(len(facts)), len(facts)) if cfg.shuffle else _interleave(rng, facts, n_needed)
-    question = ' '.join([fact_sentence(facts[i], facts) for i in order] + [_question(kind, [facts[t].who for t in targets], item)])
+    question = ' '.join(
+        [fact_sentence(facts[i], facts) for i in order] + [_question(kind, [facts[t].who for t in targets], item)]
+    )
     lines = _gold_lines(rng, facts, targets, kind, cfg.named) + [f"The answer is {ans}"]
-    meta = dict(kind=kind, n_steps=len(lines) - 1, distractors=len(facts) - n_needed, valid=_valid_steps(facts, targets, kind),
-                numbers=sorted({int(x) for x in re.findall(r'\d+', question)}))
+    meta = dict(
+        kind=kind,
+        n_steps=len(lines) - 1,
+        distractors=len(facts) - n_needed,
+        valid=_valid_steps(facts, targets, kind),
+        numbers=sorted({int(x) for x in re.findall(r'\d+', question)}),
+    )
     return dict(question=question, answer=str(ans), solution='\n'.join(lines), meta=meta)
 
 # %% ../nbs/01a_arith.ipynb #48f59ae1
 SPLITS = {'test': range(0, 4), 'val': range(4, 6), 'train': range(6, 20)}
+
 
 def question_split(question: str) -> str:
     "The split a question belongs to, by a hash of its text."
     b = int(hashlib.sha256(question.encode()).hexdigest()[:8], 16) % 20
     return next(s for s, r in SPLITS.items() if b in r)
 
+
 def generate_problems(cfg: ArithConfig, split: str = 'test', n: int = 300, seed: int = 0) -> list[Problem]:
     "`n` distinct problems of `split`, deterministic in (`cfg`, `split`, `seed`)."
-    if split not in SPLITS: raise ValueError(f"unknown arith split '{split}'; known: {', '.join(SPLITS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown arith split '{split}'; known: {', '.join(SPLITS)}")
     rng, out, seen = random.Random(f'arith:{split}:{seed}'), [], set()
     for _ in range(50 * n + 1000):
-        if len(out) == n: break
+        if len(out) == n:
+            break
         d = make_problem(rng, cfg)
-        if d is None or d['question'] in seen or question_split(d['question']) != split: continue
-        seen.add(d['question']); out.append(Problem('arith-' + text_id(d['question'], n=12), **d))
-    if len(out) < n: raise ValueError(f"arith knobs allow only {len(out)} distinct {split} problems, asked for {n}")
+        if d is None or d['question'] in seen or question_split(d['question']) != split:
+            continue
+        seen.add(d['question'])
+        out.append(Problem('arith-' + text_id(d['question'], n=12), **d))
+    if len(out) < n:
+        raise ValueError(f"arith knobs allow only {len(out)} distinct {split} problems, asked for {n}")
     return out
 
 # %% ../nbs/01a_arith.ipynb #34685cda
 _EQ = re.compile(r'(-?\d+)\s*([-+*x×])\s*(-?\d+)\s*=\s*(-?\d+)')
 
+
 class ArithTask(MathTask):
     "The toy world's GSM8K-style task; knows the truth of every step."
-    def __init__(self, problems, name: str = 'arith'): super().__init__(problems, name)
+
+    def __init__(self, problems, name: str = 'arith'):
+        super().__init__(problems, name)
 
     def step_error(self, problem: Problem, step: str, known: set, valid: dict) -> str | None:
         "What is wrong with one step, given the numbers `known` so far and the `valid` equations {(a, op, b): c}; None if right."
         if (m := _EQ.search(step)) is None:
-            if self.extract_answer(step) is None: return 'format'
+            if self.extract_answer(step) is None:
+                return 'format'
             return None if self.is_correct(problem, step) else 'answer'
         a, op, b, c = int(m[1]), m[2].replace('x', '*').replace('×', '*'), int(m[3]), int(m[4])
-        if a not in known or b not in known: return 'unknown number'
-        if (a, op, b) not in valid: return 'wrong quantity'
+        if a not in known or b not in known:
+            return 'unknown number'
+        if (a, op, b) not in valid:
+            return 'wrong quantity'
         return None if valid[a, op, b] == c else 'arithmetic'
 
     def step_errors(self, problem: Problem, text: str) -> list[str | None]:
@@ -209,7 +293,8 @@ class ArithTask(MathTask):
         known, valid, out = set(problem.meta['numbers']), {(a, op, b): c for a, op, b, c in problem.meta['valid']}, []
         for step in self.split_steps(text):
             out.append(self.step_error(problem, step, known, valid))
-            if m := _EQ.search(step): known.add(int(m[4]))
+            if m := _EQ.search(step):
+                known.add(int(m[4]))
         return out
 
     def step_truth(self, problem: Problem, text: str, cumulative: bool = False) -> list[bool]:
@@ -220,14 +305,20 @@ class ArithTask(MathTask):
 # %% ../nbs/01a_arith.ipynb #c11791c9
 DEFAULT_N = {'train': 2000, 'val': 200, 'test': 300}
 
+
 def load_arith(path=None, split: str = 'test', n: int | None = None, seed: int = 0, **knobs) -> ArithTask:
     "The arith task: `n` problems of `split` generated from `knobs` (see `ArithConfig`), or read from a jsonl `path`."
     check_keys('arith knob', knobs, [f.name for f in fields(ArithConfig)])
     if path is not None:
         path = FilePath(path)
-        if path.is_dir(): path = path / f'{split}.jsonl'
-        if not path.exists(): raise FileNotFoundError(f"arith file not found: {path}")
+        if path.is_dir():
+            path = path / f'{split}.jsonl'
+        if not path.exists():
+            raise FileNotFoundError(f"arith file not found: {path}")
         task = ArithTask(read_jsonl(path, Problem)[:n])
-    else: task = ArithTask(generate_problems(ArithConfig(**knobs), split, DEFAULT_N.get(split, 300) if n is None else n, seed))
+    else:
+        task = ArithTask(
+            generate_problems(ArithConfig(**knobs), split, DEFAULT_N.get(split, 300) if n is None else n, seed)
+        )
     task.config = ArithConfig(**knobs)
     return task

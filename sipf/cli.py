@@ -4,7 +4,10 @@
 
 # %% ../nbs/11_cli.ipynb #01432652
 from __future__ import annotations
-import argparse, logging, sys, time
+import argparse
+import logging
+import sys
+import time
 from pathlib import Path as FilePath
 
 # %% auto #0
@@ -18,17 +21,34 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', required=True)
     r = sub.add_parser('run', help='run (or resume) one method from a config file')
     r.add_argument('config', help='YAML file, or a bundled config name (toy, toy-quick, gemma2b-gsm8k, ...)')
-    r.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='override a config key (repeatable)')
+    r.add_argument(
+        '--set',
+        dest='overrides',
+        action='append',
+        default=[],
+        metavar='KEY=VALUE',
+        help='override a config key (repeatable)',
+    )
     e = sub.add_parser('eval', help='greedy accuracy / pass@1 of a saved model on test sets')
     e.add_argument('model', help='model directory or hub id')
     e.add_argument('--task', dest='tasks', action='append', help='test set (repeatable; default arith)')
     e.add_argument('--n', type=int, default=None, help='first N problems of each test set')
     e.add_argument('--out', default=None, help='write the reports to this eval.json')
     e.add_argument('--style', default='instruct', help="prompt style: 'instruct' or 'cot' (few-shot)")
-    e.add_argument('--batch-size', type=int, default=64); e.add_argument('--max-new-tokens', type=int, default=256)
-    d = sub.add_parser('demo', help='the toy world end to end on CPU: SIPF x3 next to SFT, RFT, SIOF and the gold control')
+    e.add_argument('--batch-size', type=int, default=64)
+    e.add_argument('--max-new-tokens', type=int, default=256)
+    d = sub.add_parser(
+        'demo', help='the toy world end to end on CPU: SIPF x3 next to SFT, RFT, SIOF and the gold control'
+    )
     d.add_argument('--quick', action='store_true', help='the ~3 minute version (CI)')
-    d.add_argument('--seed', dest='seeds', type=int, nargs='+', default=[0], help='one or more seeds (>= 2 gives ± standard errors)')
+    d.add_argument(
+        '--seed',
+        dest='seeds',
+        type=int,
+        nargs='+',
+        default=[0],
+        help='one or more seeds (>= 2 gives ± standard errors)',
+    )
     d.add_argument('--runs-dir', default='runs/demo', help='where runs, results and plots go')
     d.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
     return p
@@ -37,36 +57,53 @@ def parser() -> argparse.ArgumentParser:
 def cmd_run(args) -> str:
     "`sipf run`: `sipf.pipeline.run` on the loaded config; the run's table."
     from sipf.pipeline import load_config, run, results_table
+
     config = load_config(args.config, args.overrides)
     rows = run(config)
-    return f"{results_table(rows)}\n\nrun directory: {FilePath(config.runs_dir)/config.name}"
+    return f"{results_table(rows)}\n\nrun directory: {FilePath(config.runs_dir) / config.name}"
+
 
 def cmd_eval(args) -> str:
     "`sipf eval`: `sipf.evaluate.evaluate_model`; one line per test set."
     from sipf.evaluate import evaluate_model
-    reps = evaluate_model(args.model, args.tasks or ['arith'], args.n, args.out, args.batch_size, args.max_new_tokens, args.style)
+
+    reps = evaluate_model(
+        args.model, args.tasks or ['arith'], args.n, args.out, args.batch_size, args.max_new_tokens, args.style
+    )
     return '\n'.join(f"{t}: {r['metric']} {100 * r['score']:.2f} ({r['correct']}/{r['n']})" for t, r in reps.items())
+
 
 def cmd_demo(args) -> str:
     "`sipf demo`: `sipf.pipeline.demo`; the Table 1 layout with toy numbers."
     from sipf.pipeline import demo
+
     table = demo(args.quick, args.seeds, args.runs_dir, overrides=args.overrides)
     return f"{table}\n\nresults: {args.runs_dir}/results.md  plots: {args.runs_dir}/plots/"
+
 
 COMMANDS = {'run': cmd_run, 'eval': cmd_eval, 'demo': cmd_demo}
 
 # %% ../nbs/11_cli.ipynb #df3bb9fb
 USER_ERRORS = (KeyError, ValueError, FileNotFoundError, ImportError, RuntimeError)
 
+
 def main(argv=None) -> int:
     "Entry point of the `sipf` command."
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format='%(asctime)s %(name)s: %(message)s', datefmt='%H:%M:%S')
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format='%(asctime)s %(name)s: %(message)s',
+        datefmt='%H:%M:%S',
+    )
     t0 = time.time()
-    try: out = COMMANDS[args.command](args)
+    try:
+        out = COMMANDS[args.command](args)
     except USER_ERRORS as e:
         msg = e.args[0] if e.args else ''
-        print(f"sipf: error: {msg if isinstance(msg, str) and ' ' in msg else f'{type(e).__name__}: {msg!r}'}", file=sys.stderr)
+        print(
+            f"sipf: error: {msg if isinstance(msg, str) and ' ' in msg else f'{type(e).__name__}: {msg!r}'}",
+            file=sys.stderr,
+        )
         return 2
     print(f"{out}\n\n{args.command} finished in {time.time() - t0:.0f} s")
     return 0

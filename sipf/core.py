@@ -4,11 +4,17 @@
 
 # %% ../nbs/00_core.ipynb #fc1524dd
 from __future__ import annotations
-import dataclasses, difflib, hashlib, json, os, random, tempfile
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import random
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path as FilePath
-from typing import Any, Iterable, Iterator
+from typing import Iterable
 
 # %% auto #0
 __all__ = ['Problem', 'text_id', 'Path', 'StepLabels', 'Pair', 'closest', 'check_keys', 'from_dict', 'coerce_numbers',
@@ -19,6 +25,7 @@ __all__ = ['Problem', 'text_id', 'Path', 'StepLabels', 'Pair', 'closest', 'check
 @dataclass
 class Problem:
     "One question of a task, with its gold solution."
+
     id: str  # unique within its task and split
     question: str  # the question text (math) or the task description (code)
     answer: str | None = None  # gold final answer, math tasks
@@ -31,9 +38,11 @@ def text_id(*parts: str, n: int = 16) -> str:
     "A short stable hash of `parts` (sha256 hex, first `n` chars)."
     return hashlib.sha256('\x1f'.join(parts).encode()).hexdigest()[:n]
 
+
 @dataclass
 class Path:
     "One sampled solution of a problem, split into steps and judged by its outcome."
+
     problem_id: str  # the `Problem.id` it answers
     text: str  # the completion as generated
     steps: list[str] = field(default_factory=list)  # the completion split into reasoning steps
@@ -44,12 +53,14 @@ class Path:
     id: str = ''  # stable id; filled from problem_id and text when empty
 
     def __post_init__(self):
-        if not self.id: self.id = text_id(self.problem_id, self.text)
+        if not self.id:
+            self.id = text_id(self.problem_id, self.text)
 
 # %% ../nbs/00_core.ipynb #18ec5081
 @dataclass
 class StepLabels:
     "Monte-Carlo labels of every step of one path."
+
     path_id: str  # the `Path.id` labelled
     problem_id: str  # its problem
     hits: list[int]  # rollouts from step t's prefix that reached a correct answer
@@ -69,6 +80,7 @@ class StepLabels:
 @dataclass
 class Pair:
     "A preference pair: `chosen` beat `rejected` by `margin`."
+
     problem_id: str
     prompt: str
     chosen: str
@@ -82,33 +94,55 @@ def closest(name: str, valid: Iterable[str]) -> str:
     m = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
     return f" (did you mean '{m[0]}'?)" if m else ''
 
+
 def check_keys(kind: str, keys: Iterable[str], valid: Iterable[str]):
     "Raise `KeyError` naming the first key of `keys` not in `valid`, and its closest valid name."
     valid = list(valid)
     for k in keys:
-        if k not in valid: raise KeyError(f"unknown {kind} key '{k}'{closest(k, valid)}")
+        if k not in valid:
+            raise KeyError(f"unknown {kind} key '{k}'{closest(k, valid)}")
+
 
 def from_dict(cls, d: dict):
     "Build dataclass `cls` from dict `d`, naming any unknown or missing field."
-    if not isinstance(d, dict): raise ValueError(f"{cls.__name__} row is {type(d).__name__}, not an object")
+    if not isinstance(d, dict):
+        raise ValueError(f"{cls.__name__} row is {type(d).__name__}, not an object")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     check_keys(cls.__name__, d, fields)
-    missing = [n for n, f in fields.items() if n not in d and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing: raise ValueError(f"{cls.__name__} row is missing field '{missing[0]}'")
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in d and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"{cls.__name__} row is missing field '{missing[0]}'")
     return cls(**d)
+
 
 def coerce_numbers(cls, d: dict, where: str = '') -> dict:
     "`d` (values for dataclass `cls`) with numbers where `cls` wants them: ints in float fields as floats, numeric strings parsed."
-    kinds = {f.name: {t.strip() for t in getattr(f.type, '__name__', str(f.type)).split('|')} for f in dataclasses.fields(cls)}
+    kinds = {
+        f.name: {t.strip() for t in getattr(f.type, '__name__', str(f.type)).split('|')}
+        for f in dataclasses.fields(cls)
+    }
     for k, v in d.items():
         kind = next((t for t in ('float', 'int') if t in kinds.get(k, ())), None)
-        if kind is None or v is None or (isinstance(v, float if kind == 'float' else (int, float)) and not isinstance(v, bool)): continue
+        if (
+            kind is None
+            or v is None
+            or (isinstance(v, float if kind == 'float' else (int, float)) and not isinstance(v, bool))
+        ):
+            continue
         try:
-            if isinstance(v, bool): raise ValueError
+            if isinstance(v, bool):
+                raise ValueError
             d[k] = float(v) if kind == 'float' else int(v)
-        except (TypeError, ValueError): raise ValueError(f"config key '{where}{k}' must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}") from None
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"config key '{where}{k}' must be {'an integer' if kind == 'int' else 'a number'}, got {v!r}"
+            ) from None
     return d
+
 
 def canonical(config) -> dict:
     "`asdict(config)` with numbers as its fields declare them: `epochs: 32` from YAML and `32.0` name the same work."
@@ -116,13 +150,17 @@ def canonical(config) -> dict:
 
 # %% ../nbs/00_core.ipynb #8dc7ca11
 def _loads(line: str, path, lineno: int):
-    try: return json.loads(line)
-    except json.JSONDecodeError as e: raise ValueError(f"{path}:{lineno}: malformed json line ({e.msg})") from None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: malformed json line ({e.msg})") from None
+
 
 def read_jsonl(path, cls=None) -> list:
     "Records of a jsonl file (as `cls` if given); a torn last line from a killed writer is ignored."
     path = FilePath(path)
-    if not path.exists(): return []
+    if not path.exists():
+        return []
     text = path.read_text(encoding='utf-8')
     lines = text.split('\n')
     complete = lines[:-1]  # the last element is '' or a torn line without its newline
@@ -130,67 +168,91 @@ def read_jsonl(path, cls=None) -> list:
     return [from_dict(cls, r) for r in rows] if cls else rows
 
 # %% ../nbs/00_core.ipynb #1bff6b54
-def _todict(r): return asdict(r) if dataclasses.is_dataclass(r) else r
+def _todict(r):
+    return asdict(r) if dataclasses.is_dataclass(r) else r
+
 
 def _cut_torn_tail(path: FilePath):
     "Truncate a last line that has no newline (a record torn by a kill)."
-    if not path.exists() or path.stat().st_size == 0: return
+    if not path.exists() or path.stat().st_size == 0:
+        return
     with open(path, 'rb+') as f:
         data = f.read()
-        if data.endswith(b'\n'): return
+        if data.endswith(b'\n'):
+            return
         f.truncate(data.rfind(b'\n') + 1)
+
 
 def append_jsonl(path, records: Iterable, fsync: bool = False) -> int:
     "Append `records` (dataclasses or dicts) one per line, flushing each; returns the count."
-    path = FilePath(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = FilePath(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     _cut_torn_tail(path)
     n = 0
     with open(path, 'a', encoding='utf-8') as f:
         for r in records:
-            f.write(json.dumps(_todict(r), ensure_ascii=False) + '\n'); f.flush(); n += 1
-            if fsync: os.fsync(f.fileno())
+            f.write(json.dumps(_todict(r), ensure_ascii=False) + '\n')
+            f.flush()
+            n += 1
+            if fsync:
+                os.fsync(f.fileno())
     return n
 
 # %% ../nbs/00_core.ipynb #fb6b1281
 @contextmanager
 def atomic_write(path, mode: str = 'w'):
     "Open a temp file beside `path`; on success it replaces `path` in one rename, on error it vanishes."
-    path = FilePath(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = FilePath(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
-        with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f: yield f
+        with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
+
 
 def write_jsonl(path, records: Iterable) -> int:
     "Write all `records` to `path` atomically; returns the count."
     n = 0
     with atomic_write(path) as f:
-        for r in records: f.write(json.dumps(_todict(r), ensure_ascii=False) + '\n'); n += 1
+        for r in records:
+            f.write(json.dumps(_todict(r), ensure_ascii=False) + '\n')
+            n += 1
     return n
+
 
 def write_json(path, obj, indent: int = 2):
     "Write `obj` as json to `path` atomically."
-    with atomic_write(path) as f: json.dump(obj, f, indent=indent, ensure_ascii=False)
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=indent, ensure_ascii=False)
 
 # %% ../nbs/00_core.ipynb #bcd6ddd8
 def seed_everything(seed: int):
     "Seed python, numpy and torch (all devices)."
     random.seed(seed)
     try:
-        import numpy as np; np.random.seed(seed % 2**32)
-    except ImportError: pass
-    import torch; torch.manual_seed(seed)
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    import torch
+
+    torch.manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #f5392769
 def data_dir() -> FilePath:
     "The shared benchmark data directory: `$SIPF_DATA`, else the nearest `shared/data` above the cwd."
     if os.environ.get('SIPF_DATA'):
         d = FilePath(os.environ['SIPF_DATA'])
-        if not d.is_dir(): raise FileNotFoundError(f"SIPF_DATA={d} is not a directory")
+        if not d.is_dir():
+            raise FileNotFoundError(f"SIPF_DATA={d} is not a directory")
         return d
     for parent in [FilePath.cwd(), *FilePath.cwd().parents]:
-        if (parent/'shared'/'data').is_dir(): return parent/'shared'/'data'
+        if (parent / 'shared' / 'data').is_dir():
+            return parent / 'shared' / 'data'
     raise FileNotFoundError("benchmark data not found: set SIPF_DATA or put it at ../shared/data")

@@ -4,7 +4,8 @@
 
 # %% ../nbs/09_evaluate.ipynb #74019c3e
 from __future__ import annotations
-import logging, time
+import logging
+import time
 from pathlib import Path as FilePath
 from tqdm.auto import tqdm
 from .core import Problem, write_json, write_jsonl
@@ -15,13 +16,22 @@ log = logging.getLogger(__name__)
 __all__ = ['log', 'greedy_completions', 'report', 'predictions', 'evaluate', 'evaluate_tasks', 'evaluate_model']
 
 # %% ../nbs/09_evaluate.ipynb #ef43ae8a
-def greedy_completions(task, backend, problems: list[Problem], batch_size: int = 64, max_new_tokens: int = 256,
-                       style: str = 'instruct', progress: bool = True) -> list:
+def greedy_completions(
+    task,
+    backend,
+    problems: list[Problem],
+    batch_size: int = 64,
+    max_new_tokens: int = 256,
+    style: str = 'instruct',
+    progress: bool = True,
+) -> list:
     "One greedy `Generation` per problem, prompted in `style`, stopped at the task's stop strings."
     prompts = [task.prompt(p, style=style) for p in problems]
     out = []
     for i in tqdm(range(0, len(prompts), batch_size), desc=f'eval {task.name}', unit='batch', disable=not progress):
-        gens = backend.generate(prompts[i:i + batch_size], n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=task.stop)
+        gens = backend.generate(
+            prompts[i : i + batch_size], n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=task.stop
+        )
         out += [g[0] for g in gens]
     return out
 
@@ -29,26 +39,49 @@ def greedy_completions(task, backend, problems: list[Problem], batch_size: int =
 def report(task, problems: list[Problem], gens: list, correct: list[bool]) -> dict:
     "Summary metrics of one task's greedy completions."
     n = len(problems)
-    return dict(task=task.name, metric='pass@1' if task.kind == 'code' else 'accuracy',
-                score=sum(correct) / n if n else 0.0, correct=int(sum(correct)), n=n,
-                mean_tokens=sum(g.n_tokens for g in gens) / n if n else 0.0,
-                unfinished=sum(not g.finished for g in gens))
+    return dict(
+        task=task.name,
+        metric='pass@1' if task.kind == 'code' else 'accuracy',
+        score=sum(correct) / n if n else 0.0,
+        correct=int(sum(correct)),
+        n=n,
+        mean_tokens=sum(g.n_tokens for g in gens) / n if n else 0.0,
+        unfinished=sum(not g.finished for g in gens),
+    )
+
 
 def predictions(problems: list[Problem], gens: list, correct: list[bool]) -> list[dict]:
     "One row per problem: id, completion, outcome."
     return [dict(problem_id=p.id, text=g.text, correct=bool(c)) for p, g, c in zip(problems, gens, correct)]
 
 # %% ../nbs/09_evaluate.ipynb #1fd59354
-def evaluate(task, backend, problems: list[Problem] | None = None, batch_size: int = 64, max_new_tokens: int = 256,
-             style: str = 'instruct', out_path=None, progress: bool = True) -> dict:
+def evaluate(
+    task,
+    backend,
+    problems: list[Problem] | None = None,
+    batch_size: int = 64,
+    max_new_tokens: int = 256,
+    style: str = 'instruct',
+    out_path=None,
+    progress: bool = True,
+) -> dict:
     "Greedy accuracy (math) or pass@1 (code) of `backend` on `problems` (default: all of `task`)."
     problems = list(task.problems if problems is None else problems)
-    if not problems: raise ValueError(f"no problems to evaluate in task '{task.name}'")
+    if not problems:
+        raise ValueError(f"no problems to evaluate in task '{task.name}'")
     t0 = time.time()
     gens = greedy_completions(task, backend, problems, batch_size, max_new_tokens, style, progress)
     correct = task.judge(problems, [g.text for g in gens])
     rep = report(task, problems, gens, correct)
-    log.info("%s: %s = %.4f (%d/%d) in %.1f s", task.name, rep['metric'], rep['score'], rep['correct'], rep['n'], time.time() - t0)
+    log.info(
+        "%s: %s = %.4f (%d/%d) in %.1f s",
+        task.name,
+        rep['metric'],
+        rep['score'],
+        rep['correct'],
+        rep['n'],
+        time.time() - t0,
+    )
     if out_path:
         write_jsonl(FilePath(out_path).with_suffix('.predictions.jsonl'), predictions(problems, gens, correct))
         write_json(out_path, rep)
@@ -59,19 +92,33 @@ def evaluate_tasks(tasks: dict, backend, out_path=None, n_problems: int | None =
     "`{name: report}` for each task of `tasks` (first `n_problems` of each), written to `out_path` (eval.json)."
     reports = {}
     for name, task in tasks.items():
-        pred = FilePath(out_path).parent/f'{name}.json' if out_path else None
+        pred = FilePath(out_path).parent / f'{name}.json' if out_path else None
         reports[name] = evaluate(task, backend, task.problems[:n_problems], out_path=pred, **kwargs)
-    if out_path: write_json(out_path, reports)
+    if out_path:
+        write_json(out_path, reports)
     return reports
 
 # %% ../nbs/09_evaluate.ipynb #4ec854e3
-def evaluate_model(model_path, tasks=('arith',), n_problems: int | None = None, out_path=None, batch_size: int = 64,
-                   max_new_tokens: int = 256, style: str = 'instruct', task_options: dict | None = None) -> dict:
+def evaluate_model(
+    model_path,
+    tasks=('arith',),
+    n_problems: int | None = None,
+    out_path=None,
+    batch_size: int = 64,
+    max_new_tokens: int = 256,
+    style: str = 'instruct',
+    task_options: dict | None = None,
+) -> dict:
     "`{task: report}` of the model at `model_path` on the test split of each of `tasks`."
     from sipf.models import load_model
     from sipf.sample import TransformersBackend
     from sipf.tasks import load_task
-    loaded = {t: load_task(t, split='test', **(task_options or {})) for t in tasks}  # bad task names fail before loading
+
+    loaded = {
+        t: load_task(t, split='test', **(task_options or {})) for t in tasks
+    }  # bad task names fail before loading
     model, tok = load_model(str(model_path))
     backend = TransformersBackend(model.eval(), tok, batch_size=batch_size)
-    return evaluate_tasks(loaded, backend, out_path, n_problems, batch_size=batch_size, max_new_tokens=max_new_tokens, style=style)
+    return evaluate_tasks(
+        loaded, backend, out_path, n_problems, batch_size=batch_size, max_new_tokens=max_new_tokens, style=style
+    )

@@ -4,18 +4,30 @@
 
 # %% ../nbs/03_models.ipynb #33c79ba0
 from __future__ import annotations
-import dataclasses, hashlib, json, logging, os, shutil, tempfile, time
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, asdict
-from functools import lru_cache
 from pathlib import Path as FilePath
 import torch
 from tokenizers import Tokenizer, models as tk_models, pre_tokenizers, decoders, trainers
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                          PreTrainedTokenizerFast, TrainerCallback)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    TrainerCallback,
+)
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from .core import canonical, check_keys, closest, seed_everything, write_json
+from .core import canonical, closest, seed_everything, write_json
 from .tasks import load_task
 
 log = logging.getLogger(__name__)
@@ -29,25 +41,39 @@ __all__ = ['log', 'SPECIAL_TOKENS', 'TOY_SIZES', 'M0_RECIPES', 'RECIPE_VERSION',
 # %% ../nbs/03_models.ipynb #000aa9c4
 SPECIAL_TOKENS = ['<pad>', '<unk>', '<s>', '</s>']
 
+
 def _toy_corpus(n: int = 2000) -> list[str]:
     task = load_task('arith', split='train', n=n, seed=12345, max_distractors=3)
     return [task.prompt(p) + p.solution for p in task.problems]
 
+
 def _train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
     tok = Tokenizer(tk_models.BPE(unk_token='<unk>'))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     return tok
+
 
 def toy_tokenizer(texts: list[str] | None = None, vocab_size: int = 512) -> PreTrainedTokenizerFast:
     "A byte-level BPE tokenizer with single-digit tokens, trained on `texts` (default: the arith train split)."
     tok = _train_bpe(list(texts) if texts is not None else _toy_corpus(), vocab_size)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token='<s>', eos_token='</s>', pad_token='<pad>',
-                                   unk_token='<unk>', padding_side='left')
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token='<s>',
+        eos_token='</s>',
+        pad_token='<pad>',
+        unk_token='<unk>',
+        padding_side='left',
+    )
 
 # %% ../nbs/03_models.ipynb #2f829d4f
 TOY_SIZES = {  # hidden, layers, heads, mlp
@@ -56,14 +82,27 @@ TOY_SIZES = {  # hidden, layers, heads, mlp
     'simulator': (192, 6, 6, 768),
 }
 
+
 def toy_config(tokenizer, size: str = 'policy', **overrides) -> LlamaConfig:
     "The `LlamaConfig` of a toy model of `size` (see `TOY_SIZES`) for `tokenizer`."
-    if size not in TOY_SIZES: raise ValueError(f"unknown toy model size '{size}'; known: {', '.join(TOY_SIZES)}")
+    if size not in TOY_SIZES:
+        raise ValueError(f"unknown toy model size '{size}'; known: {', '.join(TOY_SIZES)}")
     h, n_layers, n_heads, mlp = TOY_SIZES[size]
-    cfg = dict(vocab_size=len(tokenizer), hidden_size=h, num_hidden_layers=n_layers, num_attention_heads=n_heads,
-               num_key_value_heads=n_heads, intermediate_size=mlp, max_position_embeddings=512, tie_word_embeddings=True,
-               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    cfg = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=h,
+        num_hidden_layers=n_layers,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_heads,
+        intermediate_size=mlp,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     return LlamaConfig(**{**cfg, **overrides})
+
 
 def toy_model(tokenizer, size: str = 'policy', seed: int = 0, **overrides) -> LlamaForCausalLM:
     "A freshly initialised tiny Llama of `size` for `tokenizer`, deterministic in `seed`."
@@ -75,16 +114,20 @@ def default_device() -> str:
     "'cuda' when a GPU is visible, else 'cpu'."
     return 'cuda' if torch.cuda.is_available() else 'cpu'
 
+
 def default_dtype(device: str) -> torch.dtype:
     "float32 on CPU; bfloat16 on GPUs that support it, else float16."
-    if not str(device).startswith('cuda'): return torch.float32
+    if not str(device).startswith('cuda'):
+        return torch.float32
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
 
 def load_tokenizer(name_or_path) -> PreTrainedTokenizerFast:
     "The tokenizer of `name_or_path`, padding on the left, with a pad token (EOS when it had none)."
     tok = AutoTokenizer.from_pretrained(str(name_or_path))
     if tok.pad_token is None:
-        if tok.eos_token is None: raise ValueError(f"tokenizer of {name_or_path} has neither a pad nor an eos token")
+        if tok.eos_token is None:
+            raise ValueError(f"tokenizer of {name_or_path} has neither a pad nor an eos token")
         log.info("tokenizer of %s has no pad token: using eos %r", name_or_path, tok.eos_token)
         tok.pad_token = tok.eos_token
     tok.padding_side = 'left'
@@ -94,71 +137,113 @@ def load_tokenizer(name_or_path) -> PreTrainedTokenizerFast:
 @dataclass
 class LoraOptions:
     "LoRA adapter settings used by `load_model(lora=True)` / `qlora=True`."
+
     r: int = 16  # adapter rank
     alpha: int = 32  # scaling numerator (scale = alpha / r)
     dropout: float = 0.05  # dropout on the adapter input
     target_modules: str | list = 'all-linear'  # which linear layers get adapters
 
+
 def _peft():
     import peft
+
     return peft
 
+
 def _bnb_config(dtype):
-    try: import bitsandbytes  # noqa: F401
-    except ImportError: raise ImportError("qlora=True needs bitsandbytes: pip install 'sipf[gpu]' (or pip install bitsandbytes)") from None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ImportError(
+            "qlora=True needs bitsandbytes: pip install 'sipf[gpu]' (or pip install bitsandbytes)"
+        ) from None
     from transformers import BitsAndBytesConfig
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype)
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+    )
+
 
 def _add_lora(model, opts: LoraOptions, task_type: str):
     peft = _peft()
-    cfg = peft.LoraConfig(r=opts.r, lora_alpha=opts.alpha, lora_dropout=opts.dropout,
-                          target_modules=opts.target_modules, task_type=task_type)
+    cfg = peft.LoraConfig(
+        r=opts.r,
+        lora_alpha=opts.alpha,
+        lora_dropout=opts.dropout,
+        target_modules=opts.target_modules,
+        task_type=task_type,
+    )
     return peft.get_peft_model(model, cfg)
 
 # %% ../nbs/03_models.ipynb #aa6f567b
 def _load_unsloth(name_or_path, qlora: bool, lora_opts: LoraOptions, dtype):
     "unsloth's FastLanguageModel path (CUDA only); the model gets a LoRA adapter."
-    if not torch.cuda.is_available(): raise RuntimeError("unsloth=True needs a CUDA GPU; drop unsloth=True on CPU")
-    try: from unsloth import FastLanguageModel
-    except ImportError: raise ImportError("unsloth=True needs unsloth: pip install 'sipf[unsloth]'") from None
+    if not torch.cuda.is_available():
+        raise RuntimeError("unsloth=True needs a CUDA GPU; drop unsloth=True on CPU")
+    try:
+        from unsloth import FastLanguageModel
+    except ImportError:
+        raise ImportError("unsloth=True needs unsloth: pip install 'sipf[unsloth]'") from None
     model, tok = FastLanguageModel.from_pretrained(model_name=str(name_or_path), load_in_4bit=qlora, dtype=dtype)
-    model = FastLanguageModel.get_peft_model(model, r=lora_opts.r, lora_alpha=lora_opts.alpha, lora_dropout=lora_opts.dropout)
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    model = FastLanguageModel.get_peft_model(
+        model, r=lora_opts.r, lora_alpha=lora_opts.alpha, lora_dropout=lora_opts.dropout
+    )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     tok.padding_side = 'left'
     return model, tok
 
-def load_model(name_or_path, *, lora: bool = False, qlora: bool = False, unsloth: bool = False, lora_r: int = 16,
-               lora_opts: LoraOptions | None = None, dtype=None, device: str | None = None, auto_class=None):
+
+def load_model(
+    name_or_path,
+    *,
+    lora: bool = False,
+    qlora: bool = False,
+    unsloth: bool = False,
+    lora_r: int = 16,
+    lora_opts: LoraOptions | None = None,
+    dtype=None,
+    device: str | None = None,
+    auto_class=None,
+):
     "`(model, tokenizer)` for a hub id or local path: full weights, LoRA, 4-bit QLoRA or unsloth's fast path."
     lora_opts = lora_opts or LoraOptions(r=lora_r)
     device = device or default_device()
     dtype = dtype or default_dtype(device)
-    if unsloth: return _load_unsloth(name_or_path, qlora, lora_opts, dtype)
+    if unsloth:
+        return _load_unsloth(name_or_path, qlora, lora_opts, dtype)
     tok = load_tokenizer(name_or_path)
     quant = _bnb_config(dtype) if qlora else None
     model = _from_pretrained(name_or_path, auto_class or AutoModelForCausalLM, dtype, quant, trainable=lora or qlora)
-    if quant is None and device != 'cpu': model = model.to(device)
-    if getattr(model.config, 'pad_token_id', None) is None: model.config.pad_token_id = tok.pad_token_id
+    if quant is None and device != 'cpu':
+        model = model.to(device)
+    if getattr(model.config, 'pad_token_id', None) is None:
+        model.config.pad_token_id = tok.pad_token_id
     if (lora or qlora) and not hasattr(model, 'peft_config'):
-        if qlora: model = _peft().prepare_model_for_kbit_training(model)
+        if qlora:
+            model = _peft().prepare_model_for_kbit_training(model)
         task_type = 'TOKEN_CLS' if 'TokenClassification' in type(model).__name__ else 'CAUSAL_LM'
         model = _add_lora(model, lora_opts, task_type)
     return model, tok
+
 
 def _from_pretrained(name_or_path, auto_class, dtype, quant, trainable: bool):
     "Weights of `name_or_path`; a directory with a LoRA adapter loads as base + adapter."
     kw = dict(dtype=dtype, quantization_config=quant)
     if (FilePath(str(name_or_path)) / 'adapter_config.json').exists():
-        if auto_class is not AutoModelForCausalLM: raise ValueError(f"{name_or_path} holds a LoRA adapter: load it as a causal LM")
+        if auto_class is not AutoModelForCausalLM:
+            raise ValueError(f"{name_or_path} holds a LoRA adapter: load it as a causal LM")
         return _peft().AutoPeftModelForCausalLM.from_pretrained(str(name_or_path), is_trainable=trainable, **kw)
-    try: return auto_class.from_pretrained(str(name_or_path), **kw)
-    except OSError as e: raise OSError(f"cannot load model '{name_or_path}': {str(e).splitlines()[0]}") from None
+    try:
+        return auto_class.from_pretrained(str(name_or_path), **kw)
+    except OSError as e:
+        raise OSError(f"cannot load model '{name_or_path}': {str(e).splitlines()[0]}") from None
 
 # %% ../nbs/03_models.ipynb #839226e9
 @dataclass
 class SFTTrainConfig:
     "Supervised fine-tuning settings (CPU-safe defaults)."
+
     epochs: float = 1.0  # passes over the data
     max_steps: int = -1  # stop after this many optimizer steps (-1: use epochs)
     lr: float = 2e-3  # peak learning rate
@@ -173,47 +258,88 @@ class SFTTrainConfig:
     save: bool = True  # save the final model and tokenizer into output_dir
     progress: bool = True  # show the trainer's progress bar (its log dicts go to metrics.jsonl, not stdout)
 
+
 class _JsonlLogger(TrainerCallback):
     "Append every log record of the trainer to a metrics.jsonl."
-    def __init__(self, path): self.path = FilePath(path)
+
+    def __init__(self, path):
+        self.path = FilePath(path)
+
     def on_log(self, args, state, control, logs=None, **kw):
-        with open(self.path, 'a') as f: f.write(json.dumps({'step': state.global_step, **(logs or {})}) + '\n')
+        with open(self.path, 'a') as f:
+            f.write(json.dumps({'step': state.global_step, **(logs or {})}) + '\n')
 
 # %% ../nbs/03_models.ipynb #37af17de
 def _trl_sft_config(config: SFTTrainConfig, output_dir, use_cpu: bool):
     from trl import SFTConfig
+
     bf16 = not use_cpu and torch.cuda.is_bf16_supported()
-    return SFTConfig(output_dir=str(output_dir), num_train_epochs=config.epochs, max_steps=config.max_steps,
-                     learning_rate=config.lr, lr_scheduler_type=config.scheduler, warmup_steps=config.warmup_ratio,
-                     per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-                     weight_decay=config.weight_decay, max_length=config.max_length, seed=config.seed,
-                     data_seed=config.seed, logging_steps=config.logging_steps, completion_only_loss=True,
-                     bf16=bf16, use_cpu=use_cpu, save_strategy='no', report_to='none', dataloader_num_workers=0,
-                     disable_tqdm=not config.progress)
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_ratio,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        weight_decay=config.weight_decay,
+        max_length=config.max_length,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=config.logging_steps,
+        completion_only_loss=True,
+        bf16=bf16,
+        use_cpu=use_cpu,
+        save_strategy='no',
+        report_to='none',
+        dataloader_num_workers=0,
+        disable_tqdm=not config.progress,
+    )
+
 
 class _QuietProgress(ProgressCallback):
     "The trainer's progress bar without its printed log dicts."
-    def on_log(self, args, state, control, logs=None, **kwargs): pass
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
 
 def quiet_logs(trainer):
     "Stop a `transformers.Trainer` printing its log dicts to stdout (our `metrics.jsonl` keeps them); keep its progress bar."
     trainer.remove_callback(PrinterCallback)
     if any(isinstance(c, ProgressCallback) for c in trainer.callback_handler.callbacks):
-        trainer.remove_callback(ProgressCallback); trainer.add_callback(_QuietProgress)
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_QuietProgress)
     return trainer
 
-def train_sft(model, tokenizer, prompts: list[str], completions: list[str], config: SFTTrainConfig, output_dir, callbacks=()):
+
+def train_sft(
+    model, tokenizer, prompts: list[str], completions: list[str], config: SFTTrainConfig, output_dir, callbacks=()
+):
     "Fine-tune `model` on (prompt, completion) pairs, loss on completions only; returns `output_dir`."
     from datasets import Dataset
     from trl import SFTTrainer
-    if len(prompts) != len(completions) or not prompts: raise ValueError(f"train_sft needs equal, non-empty prompts and completions, got {len(prompts)} and {len(completions)}")
-    out = FilePath(output_dir); out.mkdir(parents=True, exist_ok=True)
+
+    if len(prompts) != len(completions) or not prompts:
+        raise ValueError(
+            f"train_sft needs equal, non-empty prompts and completions, got {len(prompts)} and {len(completions)}"
+        )
+    out = FilePath(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     args = _trl_sft_config(config, out, use_cpu=next(model.parameters()).device.type == 'cpu')
     ds = Dataset.from_dict({'prompt': list(prompts), 'completion': list(completions)})
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer,
-                         callbacks=[_JsonlLogger(out / 'metrics.jsonl'), *callbacks])
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        processing_class=tokenizer,
+        callbacks=[_JsonlLogger(out / 'metrics.jsonl'), *callbacks],
+    )
     quiet_logs(trainer).train()
-    if config.save: model.save_pretrained(out); tokenizer.save_pretrained(out)
+    if config.save:
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     write_json(out / 'sft_config.json', asdict(config))
     return out
 
@@ -221,18 +347,31 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], conf
 def cut_at_stop(text: str, stop=()) -> tuple[str, bool]:
     "`text` cut before its earliest stop string, and whether one was found."
     ends = [i for s in stop or () if s and (i := text.find(s)) >= 0]
-    return (text[:min(ends)], True) if ends else (text, False)
+    return (text[: min(ends)], True) if ends else (text, False)
+
 
 @torch.no_grad()
-def greedy_complete(model, tokenizer, prompts: list[str], stop=(), max_new_tokens: int = 96, batch_size: int = 128) -> list[str]:
+def greedy_complete(
+    model, tokenizer, prompts: list[str], stop=(), max_new_tokens: int = 96, batch_size: int = 128
+) -> list[str]:
     "Greedy completions of `prompts`, cut at `stop`."
-    model.eval(); out = []
+    model.eval()
+    out = []
     for i in range(0, len(prompts), batch_size):
-        enc = tokenizer(prompts[i:i + batch_size], return_tensors='pt', padding=True).to(model.device)
-        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id)
-        out += [cut_at_stop(t, stop)[0] for t in tokenizer.batch_decode(gen[:, enc['input_ids'].shape[1]:], skip_special_tokens=True)]
+        enc = tokenizer(prompts[i : i + batch_size], return_tensors='pt', padding=True).to(model.device)
+        gen = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        out += [
+            cut_at_stop(t, stop)[0]
+            for t in tokenizer.batch_decode(gen[:, enc['input_ids'].shape[1] :], skip_special_tokens=True)
+        ]
     return out
+
 
 def greedy_accuracy(model, tokenizer, task, problems=None, **kw) -> tuple[float, list[str]]:
     "Greedy accuracy of `model` on `problems` (default: all of `task`), and the completions."
@@ -244,6 +383,7 @@ def greedy_accuracy(model, tokenizer, task, problems=None, **kw) -> tuple[float,
 @dataclass
 class ToyM0Config:
     "Recipe of a toy-world M0: SFT from scratch on a fixed, finite arith train set."
+
     n_train: int = 4000  # size of the fixed training set
     task_seed: int = 0  # seed of the arith train split
     size: str = 'policy'  # toy model size (see TOY_SIZES)
@@ -256,20 +396,26 @@ class ToyM0Config:
     threads: int = 0  # torch CPU threads while training (0: leave torch's setting)
     knobs: dict = dataclasses.field(default_factory=dict)  # arith knobs (ArithConfig fields)
 
+
 M0_RECIPES = {  # all on the default arith world (ArithConfig's defaults = world D below)
     'quick': ToyM0Config(n_train=1000, epochs=2.0),  # plumbing only (~0% accuracy): tests and CI
     'policy': ToyM0Config(eval_every=128),  # 4,000 problems x 16 epochs = 1,008 steps: test ~33%, on its plateau
-    'simulator': ToyM0Config(epochs=32.0, eval_every=256),  # stronger: the same model trained twice as long (capacity did not learn faster per example)
+    'simulator': ToyM0Config(
+        epochs=32.0, eval_every=256
+    ),  # stronger: the same model trained twice as long (capacity did not learn faster per example)
 }
 RECIPE_VERSION = 3  # bump when the generator or tokenizer changes, so caches are rebuilt
+
 
 def cache_root(cache_dir=None) -> FilePath:
     "`cache_dir`, else `$SIPF_CACHE`, else `~/.cache/sipf`."
     return FilePath(cache_dir or os.environ.get('SIPF_CACHE') or FilePath.home() / '.cache' / 'sipf')
 
+
 def recipe_key(config: ToyM0Config) -> str:
     "A short hash naming a recipe's cache directory."
     from sipf.arith import ArithConfig  # the world's generator settings, defaults included: a changed default retrains
+
     world = asdict(ArithConfig(**config.knobs))
     blob = json.dumps({'v': RECIPE_VERSION, **canonical(config), 'world': world}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -277,40 +423,74 @@ def recipe_key(config: ToyM0Config) -> str:
 # %% ../nbs/03_models.ipynb #a3e5fcd1
 class _GreedyEval(TrainerCallback):
     "Log held-out greedy accuracy every `every` steps (and at the end) into metrics.jsonl."
-    def __init__(self, task, tokenizer, every, path): self.task, self.tok, self.every, self.path = task, tokenizer, every, FilePath(path)
+
+    def __init__(self, task, tokenizer, every, path):
+        self.task, self.tok, self.every, self.path = task, tokenizer, every, FilePath(path)
+
     def on_step_end(self, args, state, control, model=None, **kw):
-        if not (state.global_step % self.every == 0 or state.global_step == state.max_steps): return
+        if not (state.global_step % self.every == 0 or state.global_step == state.max_steps):
+            return
         acc, _ = greedy_accuracy(model, self.tok, self.task)
         model.train()
-        with open(self.path, 'a') as f: f.write(json.dumps({'step': state.global_step, 'epoch': state.epoch, 'val_acc': acc}) + '\n')
+        with open(self.path, 'a') as f:
+            f.write(json.dumps({'step': state.global_step, 'epoch': state.epoch, 'val_acc': acc}) + '\n')
         log.info("step %d: held-out greedy accuracy %.3f", state.global_step, acc)
+
 
 def _train_m0(config: ToyM0Config, out: FilePath) -> FilePath:
     train, _ = toy_tasks(config, n_test=0)
     tok = toy_tokenizer()
     seed_everything(config.seed)
     model = toy_model(tok, config.size, seed=config.seed)
-    sft = SFTTrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed, logging_steps=16)
-    cbs = [_GreedyEval(load_task('arith', split='val', n=config.n_eval, seed=config.task_seed, **config.knobs), tok,
-                       config.eval_every, out / 'metrics.jsonl')] if config.eval_every else []
-    return train_sft(model, tok, [train.prompt(p) for p in train.problems], [p.solution for p in train.problems], sft, out, callbacks=cbs)
+    sft = SFTTrainConfig(
+        epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed, logging_steps=16
+    )
+    cbs = (
+        [
+            _GreedyEval(
+                load_task('arith', split='val', n=config.n_eval, seed=config.task_seed, **config.knobs),
+                tok,
+                config.eval_every,
+                out / 'metrics.jsonl',
+            )
+        ]
+        if config.eval_every
+        else []
+    )
+    return train_sft(
+        model,
+        tok,
+        [train.prompt(p) for p in train.problems],
+        [p.solution for p in train.problems],
+        sft,
+        out,
+        callbacks=cbs,
+    )
 
 # %% ../nbs/03_models.ipynb #538dc11b
 @contextmanager
 def _file_lock(path):
     "An exclusive lock held for the block (other processes wait)."
     import fcntl
+
     with open(path, 'w') as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
 
 @contextmanager
 def _torch_threads(n: int):
     old = torch.get_num_threads()
-    if n: torch.set_num_threads(n)
-    try: yield
-    finally: torch.set_num_threads(old)
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
 
 def _evaluate_m0(path, config: ToyM0Config, n_test: int) -> dict:
     "Greedy accuracy on the test split and on the training set, and the step-error types on test."
@@ -323,33 +503,48 @@ def _evaluate_m0(path, config: ToyM0Config, n_test: int) -> dict:
 
 # %% ../nbs/03_models.ipynb #9758b0ed
 def _recipe(config) -> ToyM0Config:
-    if isinstance(config, ToyM0Config): return config
-    if config not in M0_RECIPES: raise ValueError(f"unknown M0 recipe '{config}'{closest(config, M0_RECIPES)}; known: {', '.join(M0_RECIPES)}")
+    if isinstance(config, ToyM0Config):
+        return config
+    if config not in M0_RECIPES:
+        raise ValueError(f"unknown M0 recipe '{config}'{closest(config, M0_RECIPES)}; known: {', '.join(M0_RECIPES)}")
     return M0_RECIPES[config]
+
 
 def toy_m0(config: ToyM0Config | str = 'policy', cache_dir=None, n_test: int = 300) -> FilePath:
     "Directory of the toy M0 trained by recipe `config` (a `ToyM0Config` or a name in `M0_RECIPES`); trained once, then cached."
     config = _recipe(config)
-    root = cache_root(cache_dir); root.mkdir(parents=True, exist_ok=True)
+    root = cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
     final = root / f'm0-{config.size}-{recipe_key(config)}'
     with _file_lock(root / f'.{final.name}.lock'):
-        if (final / 'eval.json').exists(): return final
+        if (final / 'eval.json').exists():
+            return final
         for stale in root.glob(f'.{final.name}.*'):  # left by a killed trainer; we hold the lock
-            if stale.is_dir(): shutil.rmtree(stale, ignore_errors=True)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = FilePath(tempfile.mkdtemp(dir=root, prefix=f'.{final.name}.'))
         try:
             t0 = time.time()
-            with _torch_threads(config.threads): _train_m0(config, tmp)
-            write_json(tmp / 'eval.json', {**_evaluate_m0(tmp, config, n_test), 'train_seconds': round(time.time() - t0, 1)})
+            with _torch_threads(config.threads):
+                _train_m0(config, tmp)
+            write_json(
+                tmp / 'eval.json', {**_evaluate_m0(tmp, config, n_test), 'train_seconds': round(time.time() - t0, 1)}
+            )
             write_json(tmp / 'recipe.json', asdict(config))
-            if final.exists(): shutil.rmtree(final)
+            if final.exists():
+                shutil.rmtree(final)
             os.rename(tmp, final)
-        except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     log.info("toy M0 %s: %s", final, json.loads((final / 'eval.json').read_text()))
     return final
+
 
 def toy_tasks(config: ToyM0Config | str = 'policy', n_test: int = 300):
     "(train, test) arith tasks of a recipe: the fixed set its M0 was trained on (sample there, the paper's regime) and the test set."
     config = _recipe(config)
-    return (load_task('arith', split='train', n=config.n_train, seed=config.task_seed, **config.knobs),
-            load_task('arith', split='test', n=n_test, **config.knobs))
+    return (
+        load_task('arith', split='train', n=config.n_train, seed=config.task_seed, **config.knobs),
+        load_task('arith', split='test', n=n_test, **config.knobs),
+    )

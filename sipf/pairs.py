@@ -4,10 +4,11 @@
 
 # %% ../nbs/07_pairs.ipynb #776e6b3f
 from __future__ import annotations
-import logging, random
+import logging
+import random
 from dataclasses import dataclass
 from typing import Callable, Iterable
-from .core import Pair, Path, check_keys
+from .core import Pair, Path
 
 logger = logging.getLogger(__name__)
 
@@ -18,25 +19,36 @@ __all__ = ['logger', 'FEEDBACKS', 'STRATEGIES', 'prompt_fn', 'path_reward', 'Pai
 # %% ../nbs/07_pairs.ipynb #f56fd643
 FEEDBACKS = ('process', 'outcome')
 
+
 def prompt_fn(task_or_prompt_fn) -> Callable[[str], str]:
     "A function `problem_id -> prompt` from a task (instruct prompt of `task.by_id`) or such a function itself."
-    if hasattr(task_or_prompt_fn, 'by_id'): return lambda pid: task_or_prompt_fn.prompt(task_or_prompt_fn.by_id(pid))
-    if callable(task_or_prompt_fn): return task_or_prompt_fn
+    if hasattr(task_or_prompt_fn, 'by_id'):
+        return lambda pid: task_or_prompt_fn.prompt(task_or_prompt_fn.by_id(pid))
+    if callable(task_or_prompt_fn):
+        return task_or_prompt_fn
     raise TypeError(f"expected a task or a function problem_id -> prompt, got {type(task_or_prompt_fn).__name__}")
+
 
 def path_reward(path: Path, feedback: str = 'process') -> float:
     "r(τ): the PRM's reward in `meta['reward']` (process) or 1/0 for a correct/incorrect outcome."
-    if feedback not in FEEDBACKS: raise ValueError(f"unknown feedback '{feedback}'; use one of {FEEDBACKS}")
-    if feedback == 'outcome': return float(path.correct)
-    if 'reward' not in path.meta: raise ValueError(f"path {path.id} of problem {path.problem_id} has no meta['reward']: score it with the PRM first")
+    if feedback not in FEEDBACKS:
+        raise ValueError(f"unknown feedback '{feedback}'; use one of {FEEDBACKS}")
+    if feedback == 'outcome':
+        return float(path.correct)
+    if 'reward' not in path.meta:
+        raise ValueError(
+            f"path {path.id} of problem {path.problem_id} has no meta['reward']: score it with the PRM first"
+        )
     return float(path.meta['reward'])
 
 # %% ../nbs/07_pairs.ipynb #1531693c
 STRATEGIES = ('all', 'maxmin')
 
+
 @dataclass
 class PairConfig:
     "How scored paths become preference pairs."
+
     margin: float = 0.1  # η of Eq. 6: process rewards must differ by more than this
     require_correct_chosen: bool = True  # the chosen path must reach the right answer
     require_incorrect_rejected: bool = False  # the rejected path must reach a wrong answer
@@ -45,12 +57,15 @@ class PairConfig:
     seed: int = 0  # which pairs survive the cap, and tie-breaks
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES: raise ValueError(f"unknown pair strategy '{self.strategy}'; use one of {STRATEGIES}")
-        if self.max_pairs_per_question < 1: raise ValueError(f"max_pairs_per_question must be >= 1, got {self.max_pairs_per_question}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown pair strategy '{self.strategy}'; use one of {STRATEGIES}")
+        if self.max_pairs_per_question < 1:
+            raise ValueError(f"max_pairs_per_question must be >= 1, got {self.max_pairs_per_question}")
 
 # %% ../nbs/07_pairs.ipynb #e9bcd87b
 def _unique(paths: Iterable[Path]) -> list[Path]:
     return sorted({p.id: p for p in paths}.values(), key=lambda p: p.id)
+
 
 def candidate_pairs(paths: list[Path], config: PairConfig, feedback: str = 'process') -> list[tuple[Path, Path, float]]:
     "Every allowed (chosen, rejected, margin) among the paths of one question."
@@ -65,35 +80,55 @@ def candidate_pairs(paths: list[Path], config: PairConfig, feedback: str = 'proc
 def select_pairs(cands: list, problem_id: str, config: PairConfig) -> list:
     "The candidates one question keeps under `config.strategy`."
     rng = random.Random(f'{config.seed}:{problem_id}')
-    cands = list(cands); rng.shuffle(cands)
-    if config.strategy == 'maxmin': return [max(cands, key=lambda c: c[2])] if cands else []
-    return sorted(cands[:config.max_pairs_per_question], key=lambda c: -c[2])
+    cands = list(cands)
+    rng.shuffle(cands)
+    if config.strategy == 'maxmin':
+        return [max(cands, key=lambda c: c[2])] if cands else []
+    return sorted(cands[: config.max_pairs_per_question], key=lambda c: -c[2])
 
 # %% ../nbs/07_pairs.ipynb #b4e3a1a8
-def build_pairs(task_or_prompt_fn, paths: Iterable[Path], config: PairConfig | None = None,
-                feedback: str = 'process') -> list[Pair]:
+def build_pairs(
+    task_or_prompt_fn, paths: Iterable[Path], config: PairConfig | None = None, feedback: str = 'process'
+) -> list[Pair]:
     "Preference pairs of every question of `paths` (paper Eq. 6 for process feedback; correct vs incorrect for outcome)."
     config, prompt_of = config or PairConfig(), prompt_fn(task_or_prompt_fn)
     by_q: dict[str, list[Path]] = {}
-    for p in paths: by_q.setdefault(p.problem_id, []).append(p)
+    for p in paths:
+        by_q.setdefault(p.problem_id, []).append(p)
     pairs = []
     for pid in sorted(by_q):
         for w, l, m in select_pairs(candidate_pairs(by_q[pid], config, feedback), pid, config):
-            pairs.append(Pair(pid, prompt_of(pid), w.text, l.text, margin=m,
-                              meta={'chosen_id': w.id, 'rejected_id': l.id, 'feedback': feedback}))
-    logger.info("%d pairs from %d questions (%d without a pair)", len(pairs), len(by_q),
-                len(by_q) - len({p.problem_id for p in pairs}))
+            pairs.append(
+                Pair(
+                    pid,
+                    prompt_of(pid),
+                    w.text,
+                    l.text,
+                    margin=m,
+                    meta={'chosen_id': w.id, 'rejected_id': l.id, 'feedback': feedback},
+                )
+            )
+    logger.info(
+        "%d pairs from %d questions (%d without a pair)",
+        len(pairs),
+        len(by_q),
+        len(by_q) - len({p.problem_id for p in pairs}),
+    )
     return pairs
 
 # %% ../nbs/07_pairs.ipynb #a578d469
 def _example(prompt_of, p: Path) -> dict:
     return {'problem_id': p.problem_id, 'prompt': prompt_of(p.problem_id), 'completion': p.text}
 
-def correct_examples(task_or_prompt_fn, paths: Iterable[Path], max_per_question: int | None = None, seed: int = 0) -> list[dict]:
+
+def correct_examples(
+    task_or_prompt_fn, paths: Iterable[Path], max_per_question: int | None = None, seed: int = 0
+) -> list[dict]:
     "SFT rows of the distinct correct paths (RFT, STaR), at most `max_per_question` each."
     prompt_of, out = prompt_fn(task_or_prompt_fn), []
     by_q: dict[str, list[Path]] = {}
-    for p in _unique(p for p in paths if p.correct): by_q.setdefault(p.problem_id, []).append(p)
+    for p in _unique(p for p in paths if p.correct):
+        by_q.setdefault(p.problem_id, []).append(p)
     for pid in sorted(by_q):
         keep = by_q[pid]
         if max_per_question is not None and len(keep) > max_per_question:
@@ -101,13 +136,16 @@ def correct_examples(task_or_prompt_fn, paths: Iterable[Path], max_per_question:
         out += [_example(prompt_of, p) for p in keep]
     return out
 
-def high_reward_examples(task_or_prompt_fn, paths: Iterable[Path], min_reward: float | None = 0.5,
-                         top_k: int | None = None) -> list[dict]:
+
+def high_reward_examples(
+    task_or_prompt_fn, paths: Iterable[Path], min_reward: float | None = 0.5, top_k: int | None = None
+) -> list[dict]:
     "SFT rows of correct paths with PRM reward >= `min_reward`, or the `top_k` best per question (pRFT)."
     prompt_of = prompt_fn(task_or_prompt_fn)
     ok = [p for p in _unique(paths) if p.correct and (min_reward is None or path_reward(p) >= min_reward)]
     if top_k is not None:
         by_q: dict[str, list[Path]] = {}
-        for p in ok: by_q.setdefault(p.problem_id, []).append(p)
+        for p in ok:
+            by_q.setdefault(p.problem_id, []).append(p)
         ok = [p for pid in sorted(by_q) for p in sorted(by_q[pid], key=lambda p: -path_reward(p))[:top_k]]
     return [_example(prompt_of, p) for p in ok]

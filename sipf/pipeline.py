@@ -4,12 +4,30 @@
 
 # %% ../nbs/10_pipeline.ipynb #89b9cdab
 from __future__ import annotations
-import dataclasses, hashlib, json, logging, os, re, shutil, time
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path as FilePath
 from typing import Any, Callable
 import yaml
-from .core import Path, Pair, check_keys, closest, coerce_numbers, read_jsonl, write_json, write_jsonl, seed_everything, atomic_write
+from sipf.core import (
+    Path,
+    Pair,
+    check_keys,
+    closest,
+    coerce_numbers,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+    seed_everything,
+    atomic_write,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +59,11 @@ no-or     temperature  process   nll        1           no       Table 4: w/o OR
 no-pfor   temperature  outcome   nll        1           no       Table 4: w/o PFOR
 """
 
+
 @dataclass(frozen=True)
 class Method:
     "One row of the table of methods."
+
     name: str  # preset name
     sampling: str  # 'none', 'greedy' or 'temperature'
     feedback: str  # 'none', 'gold', 'outcome' or 'process'
@@ -61,12 +81,14 @@ def parse_methods(table: str) -> dict[str, Method]:
     conv = dict(iterations=int, restart=lambda s: s == 'yes')
     return {r[0]: Method(**{c: conv.get(c, str)(v) for c, v in zip(cols, r)}) for r in rows}
 
+
 PRESETS = parse_methods(METHOD_TABLE)
 
 # %% ../nbs/10_pipeline.ipynb #1dea0604
 @dataclass
 class RunConfig:
     "Everything one run depends on; stage sections are the stage configs' fields."
+
     name: str = 'run'  # run directory name under `runs_dir`
     method: str = 'sipf'  # a row of PRESETS
     iterations: int | None = None  # K; None: the method's
@@ -98,27 +120,42 @@ class RunConfig:
     eval: dict = field(default_factory=dict)  # batch_size, max_new_tokens, style
 
     @property
-    def preset(self) -> Method: return PRESETS[self.method]
+    def preset(self) -> Method:
+        return PRESETS[self.method]
+
     @property
-    def k(self) -> int: return self.preset.iterations if self.iterations is None else self.iterations
+    def k(self) -> int:
+        return self.preset.iterations if self.iterations is None else self.iterations
+
 
 SECTIONS = ('m0', 'sample', 'simulate', 'prm', 'pairs', 'align', 'eval')
 
 # %% ../nbs/10_pipeline.ipynb #33b050f7
-STAGE_CONFIGS = {'sample': 'sipf.sample:SampleConfig', 'simulate': 'sipf.simulate:SimulateConfig',
-                 'prm': 'sipf.prm:PRMConfig', 'pairs': 'sipf.pairs:PairConfig', 'align': 'sipf.align:AlignConfig',
-                 'm0': 'sipf.models:SFTTrainConfig', 'toy_m0': 'sipf.models:ToyM0Config'}
+STAGE_CONFIGS = {
+    'sample': 'sipf.sample:SampleConfig',
+    'simulate': 'sipf.simulate:SimulateConfig',
+    'prm': 'sipf.prm:PRMConfig',
+    'pairs': 'sipf.pairs:PairConfig',
+    'align': 'sipf.align:AlignConfig',
+    'm0': 'sipf.models:SFTTrainConfig',
+    'toy_m0': 'sipf.models:ToyM0Config',
+}
 EVAL_KEYS = ('batch_size', 'max_new_tokens', 'style')
+
 
 def stage_config_class(section: str):
     "The config dataclass of a stage section (ImportError naming it when its module is broken)."
     mod, name = STAGE_CONFIGS[section].split(':')
-    try: return getattr(__import__(mod, fromlist=[name]), name)
-    except (ImportError, AttributeError) as e: raise ImportError(f"stage '{section}' is not available: {STAGE_CONFIGS[section]} ({e})") from None
+    try:
+        return getattr(__import__(mod, fromlist=[name]), name)
+    except (ImportError, AttributeError) as e:
+        raise ImportError(f"stage '{section}' is not available: {STAGE_CONFIGS[section]} ({e})") from None
+
 
 def section_keys(section: str, toy: bool = False) -> list[str]:
     "Valid keys of a section; the toy world's M0 takes `sipf.models.ToyM0Config` fields."
-    if section == 'eval': return list(EVAL_KEYS)
+    if section == 'eval':
+        return list(EVAL_KEYS)
     cls = stage_config_class('toy_m0' if section == 'm0' and toy else section)
     return [f.name for f in dataclasses.fields(cls)]
 
@@ -129,43 +166,57 @@ def check_config(d: dict) -> dict:
     coerce_numbers(RunConfig, d)
     toy = d.get('model', 'toy') == 'toy'
     for s in SECTIONS:
-        if not isinstance(d.get(s) or {}, dict): raise ValueError(f"config section '{s}' must be a mapping, got {d[s]!r}")
+        if not isinstance(d.get(s) or {}, dict):
+            raise ValueError(f"config section '{s}' must be a mapping, got {d[s]!r}")
         valid = section_keys(s, toy) if d.get(s) else None
-        if valid is not None: check_keys(f"'{s}'", d[s], valid)
-        if d.get(s) and s != 'eval': coerce_numbers(stage_config_class('toy_m0' if s == 'm0' and toy else s), d[s], f'{s}.')
-    if d.get('method', 'sipf') not in PRESETS: raise KeyError(f"unknown method '{d['method']}'{closest(d['method'], PRESETS)}")
+        if valid is not None:
+            check_keys(f"'{s}'", d[s], valid)
+        if d.get(s) and s != 'eval':
+            coerce_numbers(stage_config_class('toy_m0' if s == 'm0' and toy else s), d[s], f'{s}.')
+    if d.get('method', 'sipf') not in PRESETS:
+        raise KeyError(f"unknown method '{d['method']}'{closest(d['method'], PRESETS)}")
     return d
 
 # %% ../nbs/10_pipeline.ipynb #66ce54e8
-CONFIG_DIR = FilePath(__file__).parent/'configs' if '__file__' in globals() else FilePath('../sipf/configs')
+CONFIG_DIR = FilePath(__file__).parent / 'configs' if '__file__' in globals() else FilePath('../sipf/configs')
+
 
 def bundled_configs() -> list[str]:
     "Names of the config files shipped with sipf."
     return sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))
 
+
 def config_file(name_or_path) -> FilePath:
     "A YAML path, or the bundled config of that name."
     p = FilePath(name_or_path)
-    if p.exists(): return p
-    if (CONFIG_DIR/f'{name_or_path}.yaml').exists(): return CONFIG_DIR/f'{name_or_path}.yaml'
-    raise FileNotFoundError(f"no config file '{name_or_path}'{closest(str(name_or_path), bundled_configs())}; bundled: {', '.join(bundled_configs())}")
+    if p.exists():
+        return p
+    if (CONFIG_DIR / f'{name_or_path}.yaml').exists():
+        return CONFIG_DIR / f'{name_or_path}.yaml'
+    raise FileNotFoundError(
+        f"no config file '{name_or_path}'{closest(str(name_or_path), bundled_configs())}; bundled: {', '.join(bundled_configs())}"
+    )
 
 # %% ../nbs/10_pipeline.ipynb #100ce950
 def apply_override(d: dict, assignment: str) -> dict:
     "Set `d[a][b] = value` from 'a.b=value' (value parsed as YAML)."
-    if '=' not in assignment: raise ValueError(f"override '{assignment}' is not key=value")
+    if '=' not in assignment:
+        raise ValueError(f"override '{assignment}' is not key=value")
     key, value = assignment.split('=', 1)
     *parents, last = key.strip().split('.')
     node = d
-    for p in parents: node = node.setdefault(p, {})
+    for p in parents:
+        node = node.setdefault(p, {})
     node[last] = yaml.safe_load(value)
     return d
+
 
 def load_config(name_or_path=None, overrides=(), **fields) -> RunConfig:
     "A `RunConfig` from YAML (or defaults), `overrides` ('a.b=v') and keyword `fields`, checked."
     d = yaml.safe_load(config_file(name_or_path).read_text()) or {} if name_or_path else {}
     d.update(fields)
-    for o in overrides: apply_override(d, o)
+    for o in overrides:
+        apply_override(d, o)
     return RunConfig(**check_config(d))
 
 # %% ../nbs/10_pipeline.ipynb #27adeb09
@@ -174,9 +225,11 @@ def step_key(stage: str, inputs: list, settings: Any) -> str:
     blob = json.dumps([stage, [i.key for i in inputs], settings], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
+
 @dataclass
 class Step:
     "A finished stage output: where it is and what determines it."
+
     path: FilePath  # the output (file or directory) in the cache
     key: str  # hash of everything it depends on
     stage: str = ''  # which stage made it
@@ -186,27 +239,42 @@ def _link(target: FilePath, link: FilePath):
     "Point `link` at `target` (replacing what is there, atomically)."
     link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f'.{link.name}.lnk')
-    if tmp.is_symlink() or tmp.exists(): tmp.unlink()
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
     tmp.symlink_to(os.path.relpath(target, link.parent))
     os.replace(tmp, link)
 
-def run_step(cache: FilePath, run_dir: FilePath, rel: str, stage: str, fn: Callable, inputs: list = (),
-             settings: Any = None, kind: str = 'file') -> Step:
+
+def run_step(
+    cache: FilePath,
+    run_dir: FilePath,
+    rel: str,
+    stage: str,
+    fn: Callable,
+    inputs: list = (),
+    settings: Any = None,
+    kind: str = 'file',
+) -> Step:
     "Run `fn(out, *input paths)` unless its output is done; link it into `run_dir/rel`."
     key = step_key(stage, list(inputs), settings)
-    home = cache/f'{stage}-{key}'; out = home/FilePath(rel).name
-    if not (home/'DONE').exists():
+    home = cache / f'{stage}-{key}'
+    out = home / FilePath(rel).name
+    if not (home / 'DONE').exists():
         log.info("%s: running (%s)", rel, key)
         partial = out.with_name(out.name + '.partial') if kind == 'dir' else out
-        if kind == 'dir' and partial.exists(): shutil.rmtree(partial)
+        if kind == 'dir' and partial.exists():
+            shutil.rmtree(partial)
         home.mkdir(parents=True, exist_ok=True)
         fn(partial, *[i.path for i in inputs])
         if kind == 'dir':
-            if out.exists(): shutil.rmtree(out)
+            if out.exists():
+                shutil.rmtree(out)
             os.replace(partial, out)
-        with atomic_write(home/'DONE') as f: f.write(json.dumps({'stage': stage, 'settings': settings}, default=str))
-    else: log.info("%s: done, skipped (%s)", rel, key)
-    _link(out, run_dir/rel)
+        with atomic_write(home / 'DONE') as f:
+            f.write(json.dumps({'stage': stage, 'settings': settings}, default=str))
+    else:
+        log.info("%s: done, skipped (%s)", rel, key)
+    _link(out, run_dir / rel)
     return Step(out, key, stage)
 
 # %% ../nbs/10_pipeline.ipynb #9382a344
@@ -214,18 +282,23 @@ def gold_examples(task, problems) -> list[dict]:
     "SFT rows of the gold solutions (M0, `gold`, `sft`)."
     return [{'problem_id': p.id, 'prompt': task.prompt(p), 'completion': p.solution} for p in problems]
 
+
 def nll_examples(task, paths: list[Path], feedback: str, min_reward: float = 0.5) -> list[dict]:
     "SFT rows of self-generated paths: the correct ones (outcome), also rated >= min_reward by the PRM (process)."
     from sipf.pairs import correct_examples, high_reward_examples
+
     return high_reward_examples(task, paths, min_reward) if feedback == 'process' else correct_examples(task, paths)
 
 # %% ../nbs/10_pipeline.ipynb #4d313a3b
 def _subset(paths: list, n: int | None, seed: int) -> list:
     "A seeded subset of `n` paths (all when n is None), in their original order."
-    if n is None or n >= len(paths): return list(paths)
+    if n is None or n >= len(paths):
+        return list(paths)
     import random
+
     keep = set(random.Random(seed).sample(range(len(paths)), n))
     return [p for i, p in enumerate(paths) if i in keep]
+
 
 def _build(section: str, d: dict, **extra):
     "The stage config dataclass of `section` from its dict (plus `extra` fields it has)."
@@ -236,29 +309,37 @@ def _build(section: str, d: dict, **extra):
 # %% ../nbs/10_pipeline.ipynb #ce8217ae
 class Stages:
     "The real sipf stages, reading and writing the run's files."
-    def __init__(self, config: RunConfig): self.c, self._tasks, self._models = config, {}, {}
+
+    def __init__(self, config: RunConfig):
+        self.c, self._tasks, self._models = config, {}, {}
 
     def task(self, name: str | None = None, split: str = 'train'):
         from sipf.tasks import load_task
+
         name = name or self.c.task
         if (name, split) not in self._tasks:
             mine = name == self.c.task
             path, opts = (self.c.task_path, dict(self.c.task_options)) if mine else (None, {})
             n = {'train': self.c.n_train, 'test': self.c.n_eval}.get(split)
-            if name == 'arith' and path is None and n and 'n' not in opts: opts['n'] = n  # a generated split has the size asked for
+            if name == 'arith' and path is None and n and 'n' not in opts:
+                opts['n'] = n  # a generated split has the size asked for
             self._tasks[name, split] = load_task(name, path=path, split=split, **opts)
         return self._tasks[name, split]
 
-    def problems(self): return self.task().problems[:self.c.n_train]
+    def problems(self):
+        return self.task().problems[: self.c.n_train]
 
     def load(self, model_dir):
         from sipf.models import load_model
+
         key = str(model_dir)
-        if key not in self._models: self._models = {key: load_model(key)}  # keep one model in memory
+        if key not in self._models:
+            self._models = {key: load_model(key)}  # keep one model in memory
         return self._models[key]
 
     def backend(self, model_dir, batch_size: int = 64):
         from sipf.sample import TransformersBackend
+
         model, tok = self.load(model_dir)
         return TransformersBackend(model.eval(), tok, batch_size=batch_size)
 
@@ -266,35 +347,70 @@ class Stages:
 def _toy_m0_config(c: RunConfig):
     "The `sipf.models.ToyM0Config` of a toy run: its training set and model, plus the `m0` section."
     import sipf.models as sm
-    knobs = dict(c.task_options); task_seed = knobs.pop('seed', 0)
+
+    knobs = dict(c.task_options)
+    task_seed = knobs.pop('seed', 0)
     from sipf.arith import DEFAULT_N  # the same fixed set the run samples from (`Stages.problems`)
-    return sm.ToyM0Config(**{'n_train': c.n_train or DEFAULT_N['train'], 'task_seed': task_seed, 'size': c.toy_size, 'seed': c.seed, 'knobs': knobs, **c.m0})
+
+    return sm.ToyM0Config(
+        **{
+            'n_train': c.n_train or DEFAULT_N['train'],
+            'task_seed': task_seed,
+            'size': c.toy_size,
+            'seed': c.seed,
+            'knobs': knobs,
+            **c.m0,
+        }
+    )
+
 
 def _m0(self, out, train: bool = True):
     import sipf.models as sm
+
     seed_everything(self.c.seed)
-    if self.c.model == 'toy' and train: return shutil.copytree(sm.toy_m0(_toy_m0_config(self.c)), out)
-    if self.c.model == 'toy': tok = sm.toy_tokenizer(); model = sm.toy_model(tok, self.c.toy_size, seed=self.c.seed)
-    else: model, tok = sm.load_model(self.c.model, qlora=self.c.qlora)
-    if not train: return model.save_pretrained(out), tok.save_pretrained(out)
+    if self.c.model == 'toy' and train:
+        return shutil.copytree(sm.toy_m0(_toy_m0_config(self.c)), out)
+    if self.c.model == 'toy':
+        tok = sm.toy_tokenizer()
+        model = sm.toy_model(tok, self.c.toy_size, seed=self.c.seed)
+    else:
+        model, tok = sm.load_model(self.c.model, qlora=self.c.qlora)
+    if not train:
+        return model.save_pretrained(out), tok.save_pretrained(out)
     ex = gold_examples(self.task(), self.problems())
-    sm.train_sft(model, tok, [e['prompt'] for e in ex], [e['completion'] for e in ex], _build('m0', self.c.m0, seed=self.c.seed), out)
+    sm.train_sft(
+        model,
+        tok,
+        [e['prompt'] for e in ex],
+        [e['completion'] for e in ex],
+        _build('m0', self.c.m0, seed=self.c.seed),
+        out,
+    )
+
+
 Stages.m0 = _m0
 
 # %% ../nbs/10_pipeline.ipynb #4fa78212
 def _sample(self, out, model_dir, k: int = 1):
     from sipf.sample import sample_paths
+
     m = self.c.preset
     greedy = dict(n=1, temperature=0.0) if m.sampling == 'greedy' else {}
     cfg = _build('sample', {**self.c.sample, **greedy}, seed=self.c.seed)
     problems = _subset(self.problems(), self.c.n_sample, 1000 * self.c.seed + k)
-    sample_paths(self.task(), self.backend(model_dir, self.c.eval.get('batch_size', 64)), problems, cfg, out, iteration=k)
+    sample_paths(
+        self.task(), self.backend(model_dir, self.c.eval.get('batch_size', 64)), problems, cfg, out, iteration=k
+    )
+
 
 def _simulate(self, out, samples, model_dir):
     from sipf.simulate import label_paths
+
     paths = _subset(read_jsonl(samples, Path), self.c.n_simulate, self.c.seed)
     sim = self.c.simulator or model_dir
     label_paths(self.task(), self.backend(sim), paths, _build('simulate', self.c.simulate, seed=self.c.seed), out)
+
+
 Stages.sample, Stages.simulate = _sample, _simulate
 
 # %% ../nbs/10_pipeline.ipynb #97510906
@@ -302,89 +418,147 @@ def _train_prm(self, out, labels, samples, m0_dir):
     from sipf.core import StepLabels
     from sipf.prm import prm_examples, train_prm
     from sipf.models import load_tokenizer
+
     base = self.c.verifier or m0_dir
     examples = prm_examples(self.task(), read_jsonl(samples, Path), read_jsonl(labels, StepLabels))
     train_prm(str(base), load_tokenizer(str(base)), examples, _build('prm', self.c.prm, seed=self.c.seed), out)
 
+
 def _score(self, out, prm_dir, samples):
     from sipf.prm import load_prm, score_paths
     from sipf.models import load_tokenizer
+
     scored = score_paths(load_prm(prm_dir), load_tokenizer(str(prm_dir)), self.task(), read_jsonl(samples, Path))
     write_jsonl(out, scored)
+
+
 Stages.train_prm, Stages.score = _train_prm, _score
 
 # %% ../nbs/10_pipeline.ipynb #322945b9
 def _pairs(self, out, data=None):
     m = self.c.preset
-    if m.feedback == 'gold': rows = gold_examples(self.task(), self.problems())
-    elif m.objective == 'nll': rows = nll_examples(self.task(), read_jsonl(data, Path), m.feedback)
+    if m.feedback == 'gold':
+        rows = gold_examples(self.task(), self.problems())
+    elif m.objective == 'nll':
+        rows = nll_examples(self.task(), read_jsonl(data, Path), m.feedback)
     else:
         from sipf.pairs import build_pairs
-        rows = build_pairs(self.task(), read_jsonl(data, Path), _build('pairs', self.c.pairs, seed=self.c.seed), feedback=m.feedback)
-    if not rows: log.warning("%s: no training data this iteration (no correct paths / no pairs): the model stays as it was", self.c.method)
+
+        rows = build_pairs(
+            self.task(), read_jsonl(data, Path), _build('pairs', self.c.pairs, seed=self.c.seed), feedback=m.feedback
+        )
+    if not rows:
+        log.warning(
+            "%s: no training data this iteration (no correct paths / no pairs): the model stays as it was",
+            self.c.method,
+        )
     write_jsonl(out, rows)
+
 
 def training_rows(path) -> list:
     "What `pairs.jsonl` holds: `Pair`s (preference objectives) or `{prompt, completion}` rows (NLL)."
     rows = read_jsonl(path)
     return [Pair(**r) if 'chosen' in r else r for r in rows]
 
+
 def _align(self, out, model_dir, pairs):
     from sipf.align import align
+
     objective = {'nll': 'sft'}.get(self.c.preset.objective, self.c.preset.objective)
     cfg = _build('align', {**self.c.align, 'objective': objective}, seed=self.c.seed)
     rows = training_rows(pairs)
-    if not rows: return shutil.copytree(model_dir, out)  # nothing to learn from: M_k = M_{k-1}
+    if not rows:
+        return shutil.copytree(model_dir, out)  # nothing to learn from: M_k = M_{k-1}
     align(str(model_dir), rows, cfg, str(out))
+
+
 Stages.pairs, Stages.align = _pairs, _align
 
 # %% ../nbs/10_pipeline.ipynb #10756d50
 def _evaluate(self, out, model_dir):
     from sipf.evaluate import evaluate_tasks
+
     tasks = {n: self.task(n, 'test') for n in self.c.eval_tasks}
     style = self.c.eval.get('style', 'cot' if self.c.method == 'cot' else 'instruct')
     be = self.backend(model_dir, self.c.eval.get('batch_size', 64))
-    evaluate_tasks(tasks, be, out, n_problems=self.c.n_eval, style=style,
-                   max_new_tokens=self.c.eval.get('max_new_tokens', 256), batch_size=self.c.eval.get('batch_size', 64))
+    evaluate_tasks(
+        tasks,
+        be,
+        out,
+        n_problems=self.c.n_eval,
+        style=style,
+        max_new_tokens=self.c.eval.get('max_new_tokens', 256),
+        batch_size=self.c.eval.get('batch_size', 64),
+    )
+
+
 Stages.evaluate = _evaluate
 
 # %% ../nbs/10_pipeline.ipynb #bf4da5e6
 STAGES_VERSION = 2  # bump when a stage computes something different from the same config (2: toy train set = n_train, was capped at 2,000)
 
+
 def _resolved(c: RunConfig, section: str) -> dict:
     "A section with every default filled in: a default changed in the code changes the key, not only a changed YAML."
     from sipf.core import canonical
+
     return canonical(_build(section, getattr(c, section), seed=c.seed))
+
 
 def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
     "What a stage's output depends on besides its inputs."
     m = c.preset
-    common = dict(seed=c.seed, task=c.task, task_path=c.task_path, task_options=c.task_options, n_train=c.n_train, v=STAGES_VERSION)
+    common = dict(
+        seed=c.seed,
+        task=c.task,
+        task_path=c.task_path,
+        task_options=c.task_options,
+        n_train=c.n_train,
+        v=STAGES_VERSION,
+    )
     if stage == 'm0':
         from sipf.models import recipe_key
-        world = recipe_key(_toy_m0_config(c)) if c.model == 'toy' else None  # the toy generator's defaults and recipe version
-        return dict(common, model=c.model, qlora=c.qlora, toy_size=c.toy_size, m0=c.m0 if world else _resolved(c, 'm0'),
-                    train=m.name != 'cot', toy=world)
-    return {'sample': lambda: dict(common, sample=_resolved(c, 'sample'), sampling=m.sampling, n_sample=c.n_sample, k=k),
-            'simulate': lambda: dict(common, simulate=_resolved(c, 'simulate'), simulator=c.simulator, n_simulate=c.n_simulate),
-            'prm': lambda: dict(common, prm=_resolved(c, 'prm'), verifier=c.verifier),
-            'score': lambda: dict(common),
-            'pairs': lambda: dict(common, pairs=_resolved(c, 'pairs'), feedback=m.feedback, objective=m.objective == 'nll'),
-            'align': lambda: dict(align=_resolved(c, 'align'), objective=m.objective),
-            'eval': lambda: dict(eval=c.eval, tasks=c.eval_tasks, n_eval=c.n_eval, cot=m.name == 'cot')}[stage]()
+
+        world = (
+            recipe_key(_toy_m0_config(c)) if c.model == 'toy' else None
+        )  # the toy generator's defaults and recipe version
+        return dict(
+            common,
+            model=c.model,
+            qlora=c.qlora,
+            toy_size=c.toy_size,
+            m0=c.m0 if world else _resolved(c, 'm0'),
+            train=m.name != 'cot',
+            toy=world,
+        )
+    return {
+        'sample': lambda: dict(common, sample=_resolved(c, 'sample'), sampling=m.sampling, n_sample=c.n_sample, k=k),
+        'simulate': lambda: dict(
+            common, simulate=_resolved(c, 'simulate'), simulator=c.simulator, n_simulate=c.n_simulate
+        ),
+        'prm': lambda: dict(common, prm=_resolved(c, 'prm'), verifier=c.verifier),
+        'score': lambda: dict(common),
+        'pairs': lambda: dict(common, pairs=_resolved(c, 'pairs'), feedback=m.feedback, objective=m.objective == 'nll'),
+        'align': lambda: dict(align=_resolved(c, 'align'), objective=m.objective),
+        'eval': lambda: dict(eval=c.eval, tasks=c.eval_tasks, n_eval=c.n_eval, cot=m.name == 'cot'),
+    }[stage]()
 
 # %% ../nbs/10_pipeline.ipynb #f3b9f855
 def run_loop(c: RunConfig, stages, run_dir: FilePath, cache: FilePath) -> FilePath:
     "Algorithm 1: M0, then for k in 1..K sample, simulate, PRM, score, pairs, align, evaluate."
     m = c.preset
-    S = lambda rel, stage, fn, inputs=(), kind='file', k=0: run_step(cache, run_dir, rel, stage, fn, inputs, _settings(c, stage, k), kind)
+    S = lambda rel, stage, fn, inputs=(), kind='file', k=0: run_step(
+        cache, run_dir, rel, stage, fn, inputs, _settings(c, stage, k), kind
+    )
     m0 = model = S('iter_0/model', 'm0', lambda o: stages.m0(o, train=m.name != 'cot'), kind='dir')
     S('iter_0/eval.json', 'eval', stages.evaluate, [model])
     prm = None
     for k in range(1, c.k + 1):
         it, data = f'iter_{k}', None
         if m.sampling != 'none':
-            data = samples = S(f'{it}/samples.jsonl', 'sample', lambda o, md, k=k: stages.sample(o, md, k), [model], k=k)
+            data = samples = S(
+                f'{it}/samples.jsonl', 'sample', lambda o, md, k=k: stages.sample(o, md, k), [model], k=k
+            )
         if m.feedback == 'process':
             labels = S(f'{it}/labels.jsonl', 'simulate', stages.simulate, [samples, model])
             if prm is None or (c.prm_every and (k - 1) % c.prm_every == 0):
@@ -396,63 +570,116 @@ def run_loop(c: RunConfig, stages, run_dir: FilePath, cache: FilePath) -> FilePa
     return run_dir
 
 # %% ../nbs/10_pipeline.ipynb #f23b0d85
-PAPER_NAMES = {'cot': 'CoT', 'sft': 'SFT', 'gold': 'SFT-gold', 'rft': 'RFT', 'prft': 'pRFT', 'star': 'STaR', 'srf': 'SRF',
-               'psrf': 'pSRF', 'rpo': 'RPO', 'siof': 'SIOF', 'sipf': 'SIPF', 'sipf-1': 'SIPF', 'no-pf': 'w/o PF',
-               'no-or': 'w/o OR', 'no-pfor': 'w/o PFOR'}
+PAPER_NAMES = {
+    'cot': 'CoT',
+    'sft': 'SFT',
+    'gold': 'SFT-gold',
+    'rft': 'RFT',
+    'prft': 'pRFT',
+    'star': 'STaR',
+    'srf': 'SRF',
+    'psrf': 'pSRF',
+    'rpo': 'RPO',
+    'siof': 'SIOF',
+    'sipf': 'SIPF',
+    'sipf-1': 'SIPF',
+    'no-pf': 'w/o PF',
+    'no-or': 'w/o OR',
+    'no-pfor': 'w/o PFOR',
+}
+
 
 def _count(path: FilePath) -> int:
     return len(read_jsonl(path)) if path.exists() else 0
+
 
 def collect(run_dir, method: str) -> list[dict]:
     "One row per iteration: scores per test set and the data counts behind it."
     run_dir, rows = FilePath(run_dir), []
     for it in sorted(run_dir.glob('iter_*'), key=lambda p: int(p.name.split('_')[1])):
-        if not (it/'eval.json').exists(): continue
-        ev = json.loads((it/'eval.json').read_text())
-        rows.append(dict(method=method, iteration=int(it.name.split('_')[1]), scores={t: r['score'] for t, r in ev.items()},
-                         samples=_count(it/'samples.jsonl'), correct=sum(r.get('correct', False) for r in read_jsonl(it/'samples.jsonl')),
-                         labelled=_count(it/'labels.jsonl'), pairs=_count(it/'pairs.jsonl')))
+        if not (it / 'eval.json').exists():
+            continue
+        ev = json.loads((it / 'eval.json').read_text())
+        rows.append(
+            dict(
+                method=method,
+                iteration=int(it.name.split('_')[1]),
+                scores={t: r['score'] for t, r in ev.items()},
+                samples=_count(it / 'samples.jsonl'),
+                correct=sum(r.get('correct', False) for r in read_jsonl(it / 'samples.jsonl')),
+                labelled=_count(it / 'labels.jsonl'),
+                pairs=_count(it / 'pairs.jsonl'),
+            )
+        )
     return rows
 
 # %% ../nbs/10_pipeline.ipynb #d2aa9c21
 def row_name(method: str, iteration: int, k: int) -> str:
     "Paper-style row name: 'SFT', 'RFT', 'SIPF-Iter2' (iterative methods name their iteration)."
     base = PAPER_NAMES.get(method, method)
-    if iteration == 0 and method not in ('cot',): return 'SFT (M0)' if method != 'sft' else 'SFT'
+    if iteration == 0 and method not in ('cot',):
+        return 'SFT (M0)' if method != 'sft' else 'SFT'
     return f"{base}-Iter{iteration}" if k > 1 or method in ('sipf', 'siof', 'gold', 'star') else base
+
 
 def results_table(rows: list[dict], sem: dict | None = None) -> str:
     "Markdown table: Method\\Task rows, one column per test set (x100), optional ± standard errors."
     tasks = list(dict.fromkeys(t for r in rows for t in r['scores']))
     out = ['| Method\\Task | ' + ' | '.join(tasks) + ' |', '|---|' + '---|' * len(tasks)]
     for r in rows:
-        cells = [f"{100 * r['scores'][t]:.2f}" + (f" ± {100 * sem[r['name']][t]:.2f}" if sem and r['name'] in sem else '')
-                 if t in r['scores'] else '–' for t in tasks]
+        cells = [
+            f"{100 * r['scores'][t]:.2f}" + (f" ± {100 * sem[r['name']][t]:.2f}" if sem and r['name'] in sem else '')
+            if t in r['scores']
+            else '–'
+            for t in tasks
+        ]
         out.append(f"| {r['name']} | " + ' | '.join(cells) + ' |')
     return '\n'.join(out)
 
 # %% ../nbs/10_pipeline.ipynb #744fe63f
 def plot_iterations(rows: list[dict], task: str | None = None):
     "Figure 4: score and data count (pairs) per iteration, one line per method."
-    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     for m in dict.fromkeys(r['method'] for r in rows):
         rs = [r for r in rows if r['method'] == m]
         t = task or next(iter(rs[0]['scores']))
-        a.plot([r['iteration'] for r in rs], [100 * r['scores'][t] for r in rs], marker='o', label=PAPER_NAMES.get(m, m))
-        b.plot([r['iteration'] for r in rs if r['iteration']], [r['pairs'] for r in rs if r['iteration']], marker='o', label=PAPER_NAMES.get(m, m))
-    a.set(xlabel='iteration', ylabel=f'accuracy (%)', title='accuracy'); b.set(xlabel='iteration', ylabel='examples', title='data count')
+        a.plot(
+            [r['iteration'] for r in rs], [100 * r['scores'][t] for r in rs], marker='o', label=PAPER_NAMES.get(m, m)
+        )
+        b.plot(
+            [r['iteration'] for r in rs if r['iteration']],
+            [r['pairs'] for r in rs if r['iteration']],
+            marker='o',
+            label=PAPER_NAMES.get(m, m),
+        )
+    a.set(xlabel='iteration', ylabel='accuracy (%)', title='accuracy')
+    b.set(xlabel='iteration', ylabel='examples', title='data count')
     from matplotlib.ticker import MaxNLocator
-    for ax in (a, b): ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    a.legend(fontsize=8); fig.tight_layout()
+
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    a.legend(fontsize=8)
+    fig.tight_layout()
     return fig
+
 
 def plot_sweep(values: list, scores: list, name: str = 'OR weight'):
     "Figure 6: score against one swept setting (log x axis)."
-    import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(4, 3))
-    ax.plot(values, [100 * s for s in scores], marker='o'); ax.set_xscale('log')
-    ax.set(xlabel=name, ylabel='accuracy (%)'); fig.tight_layout()
+    ax.plot(values, [100 * s for s in scores], marker='o')
+    ax.set_xscale('log')
+    ax.set(xlabel=name, ylabel='accuracy (%)')
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/10_pipeline.ipynb #92ab0b43
@@ -460,7 +687,9 @@ def sweep(base: RunConfig, values, key: str = 'align.beta', task: str | None = N
     "Last-iteration score of `base` run once per value of `key` (named `<name>-<key>=<value>`)."
     scores = []
     for v in values:
-        d = asdict(base); apply_override(d, f'{key}={v}'); d['name'] = f'{base.name}-{key}={v}'
+        d = asdict(base)
+        apply_override(d, f'{key}={v}')
+        d['name'] = f'{base.name}-{key}={v}'
         c = RunConfig(**check_config(d))
         rows = run(c, stages_for(c) if stages_for else None)
         scores.append(rows[-1]['scores'][task or c.eval_tasks[0]])
@@ -469,52 +698,73 @@ def sweep(base: RunConfig, values, key: str = 'align.beta', task: str | None = N
 # %% ../nbs/10_pipeline.ipynb #9701c97a
 def check_model(name: str):
     "Raise one clear line when `name` is neither 'toy', a local model directory, nor a reachable hub id."
-    if name in ('', 'toy') or FilePath(name).is_dir(): return
+    if name in ('', 'toy') or FilePath(name).is_dir():
+        return
     if name.startswith(('.', '/', '~')) or not re.fullmatch(r'[\w.-]+(/[\w.-]+)?', name):
         raise ValueError(f"unknown model '{name}': not a local directory nor a hub id")
     try:
         from transformers import AutoConfig
-        AutoConfig.from_pretrained(name, local_files_only=True); return
-    except Exception: pass
+
+        AutoConfig.from_pretrained(name, local_files_only=True)
+        return
+    except Exception:
+        pass
     try:
-        import huggingface_hub; huggingface_hub.model_info(name, timeout=10)
-    except Exception as e: raise ValueError(f"unknown model id '{name}' (not cached, hub says {type(e).__name__}: {str(e)[:120]})") from None
+        import huggingface_hub
+
+        huggingface_hub.model_info(name, timeout=10)
+    except Exception as e:
+        raise ValueError(
+            f"unknown model id '{name}' (not cached, hub says {type(e).__name__}: {str(e)[:120]})"
+        ) from None
+
 
 def check_run(c: RunConfig, stages) -> None:
     "Everything a run needs, checked before any work."
     if c.gpu:
         import torch
-        if not torch.cuda.is_available(): raise RuntimeError(f"config '{c.name}' is a GPU config and no CUDA device is visible")
-    for name in (c.model, c.simulator, c.verifier): check_model(name)
+
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"config '{c.name}' is a GPU config and no CUDA device is visible")
+    for name in (c.model, c.simulator, c.verifier):
+        check_model(name)
     if hasattr(stages, 'task'):
-        if not stages.problems(): raise ValueError(f"task '{c.task}' has no training problems")
-        for t in c.eval_tasks: stages.task(t, 'test')
+        if not stages.problems():
+            raise ValueError(f"task '{c.task}' has no training problems")
+        for t in c.eval_tasks:
+            stages.task(t, 'test')
 
 # %% ../nbs/10_pipeline.ipynb #86f88e4d
 def _start(c: RunConfig) -> tuple[FilePath, FilePath]:
-    run_dir = FilePath(c.runs_dir)/c.name
-    cache = FilePath(c.cache_dir) if c.cache_dir else FilePath(c.runs_dir)/'.cache'
+    run_dir = FilePath(c.runs_dir) / c.name
+    cache = FilePath(c.cache_dir) if c.cache_dir else FilePath(c.runs_dir) / '.cache'
     text = yaml.safe_dump(asdict(c), sort_keys=False)
-    if (run_dir/'config.yaml').exists() and (run_dir/'config.yaml').read_text() != text:
+    if (run_dir / 'config.yaml').exists() and (run_dir / 'config.yaml').read_text() != text:
         raise ValueError(f"{run_dir} holds a run with a different config; pick another name (name=...) or delete it")
-    with atomic_write(run_dir/'config.yaml') as f: f.write(text)
+    with atomic_write(run_dir / 'config.yaml') as f:
+        f.write(text)
     return run_dir, cache
+
 
 def write_results(c: RunConfig, run_dir: FilePath) -> list[dict]:
     "results.json / results.md / plots/iterations.png of one run."
     rows = [dict(r, name=row_name(c.method, r['iteration'], c.k)) for r in collect(run_dir, c.method)]
-    write_json(run_dir/'results.json', rows)
-    with atomic_write(run_dir/'results.md') as f: f.write(results_table(rows) + '\n')
-    (run_dir/'plots').mkdir(exist_ok=True)
-    plot_iterations(rows).savefig(run_dir/'plots'/'iterations.png', dpi=100)
+    write_json(run_dir / 'results.json', rows)
+    with atomic_write(run_dir / 'results.md') as f:
+        f.write(results_table(rows) + '\n')
+    (run_dir / 'plots').mkdir(exist_ok=True)
+    plot_iterations(rows).savefig(run_dir / 'plots' / 'iterations.png', dpi=100)
     return rows
+
 
 def run(config: RunConfig, stages=None) -> list[dict]:
     "Run (or resume) one method: Algorithm 1 into `runs_dir/name`; returns the results rows."
     stages = stages if stages is not None else Stages(config)
     check_run(config, stages)
     if config.threads:
-        import torch; torch.set_num_threads(config.threads)
+        import torch
+
+        torch.set_num_threads(config.threads)
     run_dir, cache = _start(config)
     t0 = time.time()
     run_loop(config, stages, run_dir, cache)
@@ -524,6 +774,7 @@ def run(config: RunConfig, stages=None) -> list[dict]:
 
 # %% ../nbs/10_pipeline.ipynb #0d9b46f9
 DEMO_METHODS = ('sipf', 'siof', 'rft', 'gold')
+
 
 def compare(base: RunConfig, methods=DEMO_METHODS, stages_for=None) -> list[dict]:
     "Run each method on `base` (name `<base.name>-<method>`), one table's rows: M0 first, then every iteration."
@@ -538,8 +789,10 @@ def compare(base: RunConfig, methods=DEMO_METHODS, stages_for=None) -> list[dict
 # %% ../nbs/10_pipeline.ipynb #5c526691
 def mean_sem(xs: list[float]) -> tuple[float, float]:
     "Mean and standard error of the mean."
-    n = len(xs); mu = sum(xs) / n
-    return mu, ((sum((x - mu) ** 2 for x in xs) / (n - 1)) ** .5 / n ** .5) if n > 1 else 0.0
+    n = len(xs)
+    mu = sum(xs) / n
+    return mu, ((sum((x - mu) ** 2 for x in xs) / (n - 1)) ** 0.5 / n**0.5) if n > 1 else 0.0
+
 
 def seed_table(per_seed: dict[int, list[dict]]) -> tuple[list[dict], dict]:
     "Rows averaged over seeds (matched by name) and their standard errors."
@@ -548,7 +801,8 @@ def seed_table(per_seed: dict[int, list[dict]]) -> tuple[list[dict], dict]:
     for n in names:
         rs = [r for rows_s in per_seed.values() for r in rows_s if r['name'] == n]
         scores = {t: mean_sem([r['scores'][t] for r in rs]) for t in rs[0]['scores']}
-        rows.append(dict(rs[0], scores={t: v[0] for t, v in scores.items()})); sem[n] = {t: v[1] for t, v in scores.items()}
+        rows.append(dict(rs[0], scores={t: v[0] for t, v in scores.items()}))
+        sem[n] = {t: v[1] for t, v in scores.items()}
     return rows, sem
 
 # %% ../nbs/10_pipeline.ipynb #3bd778dd
@@ -557,40 +811,63 @@ def summary(rows: list[dict], task: str | None = None) -> str:
     by = {r['name']: r for r in rows}
     task = task or next(iter(rows[0]['scores']))
     best = max((n for n in by if n.startswith('SIPF-Iter')), key=lambda n: int(n.split('Iter')[1]), default=None)
-    if best is None: return ''
+    if best is None:
+        return ''
     last = {r.get('method', r['name']): r['name'] for r in rows}  # each method's last row
     s = by[best]['scores'][task]
     lines = [f"{best} {100 * s:.2f} on {task}:"]
-    lines += [f"  {'+' if s >= by[n]['scores'][task] else ''}{100 * (s - by[n]['scores'][task]):.2f} points vs {n}"
-              for n in dict.fromkeys([rows[0]['name'], 'SIPF-Iter1', *last.values()]) if n in by and n != best]
+    lines += [
+        f"  {'+' if s >= by[n]['scores'][task] else ''}{100 * (s - by[n]['scores'][task]):.2f} points vs {n}"
+        for n in dict.fromkeys([rows[0]['name'], 'SIPF-Iter1', *last.values()])
+        if n in by and n != best
+    ]
     return '\n'.join(lines)
+
 
 def _plot_rows(per_seed: dict, rows: list[dict]) -> list[dict]:
     "Rows for Figure 4: each method's line starts at M0."
     m0 = rows[0]
-    return [r for m in dict.fromkeys(r['method'] for r in rows[1:]) for r in [dict(m0, method=m)] + [r for r in rows[1:] if r['method'] == m]]
+    return [
+        r
+        for m in dict.fromkeys(r['method'] for r in rows[1:])
+        for r in [dict(m0, method=m)] + [r for r in rows[1:] if r['method'] == m]
+    ]
+
 
 def _plot_logps(runs_dir: FilePath, seed: int):
     "Figure 3 from the first iteration's alignment of SIPF and SIOF (when they ran)."
-    paths = [p for m in ('sipf', 'siof') for p in [runs_dir/f'seed{seed}-{m}'/'iter_1'/'model'/'metrics.jsonl'] if p.exists()]
-    if not paths: return
+    paths = [
+        p
+        for m in ('sipf', 'siof')
+        for p in [runs_dir / f'seed{seed}-{m}' / 'iter_1' / 'model' / 'metrics.jsonl']
+        if p.exists()
+    ]
+    if not paths:
+        return
     from sipf.align import plot_logps
-    plot_logps(paths, [p.parts[-4].split('-', 1)[1].upper() for p in paths]).savefig(runs_dir/'plots'/'logps.png', dpi=100)
+
+    plot_logps(paths, [p.parts[-4].split('-', 1)[1].upper() for p in paths]).savefig(
+        runs_dir / 'plots' / 'logps.png', dpi=100
+    )
 
 # %% ../nbs/10_pipeline.ipynb #592f3f8e
-def demo(quick: bool = False, seeds=(0,), runs_dir: str = 'runs/demo', methods=DEMO_METHODS, overrides=(), stages_for=None) -> str:
+def demo(
+    quick: bool = False, seeds=(0,), runs_dir: str = 'runs/demo', methods=DEMO_METHODS, overrides=(), stages_for=None
+) -> str:
     "The toy world end to end: M0 + SIPF x3 + SFT/RFT/SIOF/gold control per seed; the Table 1 layout with ± s.e."
     per_seed, out = {}, FilePath(runs_dir)
     for s in seeds:
         base = load_config('toy-quick' if quick else 'toy', overrides, seed=s, runs_dir=runs_dir, name=f'seed{s}')
         per_seed[s] = compare(base, methods, stages_for)
     rows, sem = seed_table(per_seed)
-    write_json(out/'results.json', {'per_seed': per_seed, 'mean': rows, 'sem': sem})
+    write_json(out / 'results.json', {'per_seed': per_seed, 'mean': rows, 'sem': sem})
     tables = [f"seed {s}:\n{results_table(r)}" for s, r in per_seed.items()] if len(seeds) > 1 else []
     table = results_table(rows, sem if len(seeds) > 1 else None)
     text = '\n\n'.join(tables + [('mean ± s.e. over seeds:\n' if tables else '') + table, summary(rows)])
-    with atomic_write(out/'results.md') as f: f.write(text + '\n')
-    (out/'plots').mkdir(parents=True, exist_ok=True)
-    plot_iterations(_plot_rows(per_seed, rows)).savefig(out/'plots'/'iterations.png', dpi=100)
-    if stages_for is None: _plot_logps(out, seeds[-1])
+    with atomic_write(out / 'results.md') as f:
+        f.write(text + '\n')
+    (out / 'plots').mkdir(parents=True, exist_ok=True)
+    plot_iterations(_plot_rows(per_seed, rows)).savefig(out / 'plots' / 'iterations.png', dpi=100)
+    if stages_for is None:
+        _plot_logps(out, seeds[-1])
     return text

@@ -4,10 +4,14 @@
 
 # %% ../nbs/06_prm.ipynb #2b312471
 from __future__ import annotations
-import json, logging, math, os, re
+import json
+import logging
+import math
+import os
+import re
 from dataclasses import dataclass, asdict
 from pathlib import Path as FilePath
-from typing import Iterable, Sequence
+from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 from .core import Path, StepLabels, check_keys, seed_everything, write_json, write_jsonl
@@ -25,8 +29,10 @@ def step_spans(prompt: str, steps: Sequence[str]) -> list[tuple[int, int]]:
     "Character span `[start, end)` of each step inside `prompt + '\\n'.join(steps)`."
     spans, pos = [], len(prompt)
     for s in steps:
-        if not s: raise ValueError(f"empty step at position {len(spans)}: steps must be non-empty lines")
-        spans.append((pos, pos + len(s))); pos += len(s) + 1
+        if not s:
+            raise ValueError(f"empty step at position {len(spans)}: steps must be non-empty lines")
+        spans.append((pos, pos + len(s)))
+        pos += len(s) + 1
     return spans
 
 # %% ../nbs/06_prm.ipynb #2550222e
@@ -35,9 +41,12 @@ def step_end_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[in
     starts = [(i, a, b) for i, (a, b) in enumerate(offsets) if b > a]
     ends, j = [], 0
     for k, (_, end) in enumerate(spans):
-        while j + 1 < len(starts) and starts[j + 1][1] < end: j += 1
-        if not starts or not starts[j][1] < end <= starts[j][2]: raise ValueError(f"no token holds the end of step {k} (text truncated?)")
-        if ends and ends[-1] == starts[j][0]: raise ValueError(f"steps {k-1} and {k} end on the same token {ends[-1]}")
+        while j + 1 < len(starts) and starts[j + 1][1] < end:
+            j += 1
+        if not starts or not starts[j][1] < end <= starts[j][2]:
+            raise ValueError(f"no token holds the end of step {k} (text truncated?)")
+        if ends and ends[-1] == starts[j][0]:
+            raise ValueError(f"steps {k - 1} and {k} end on the same token {ends[-1]}")
         ends.append(starts[j][0])
     return ends
 
@@ -45,17 +54,21 @@ def step_end_tokens(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[in
 def _ends_by_prefixes(tokenizer, prompt, steps, ids) -> list[int]:
     ends = []
     for t in range(len(steps)):
-        pre = tokenizer(prompt + '\n'.join(steps[:t + 1]))['input_ids']
+        pre = tokenizer(prompt + '\n'.join(steps[: t + 1]))['input_ids']
         common = next((i for i, (a, b) in enumerate(zip(pre, ids)) if a != b), min(len(pre), len(ids)))
         ends.append(min(common + 1, len(pre)) - 1)
     return ends
 
-def encode_steps(tokenizer, prompt: str, steps: Sequence[str], use_offsets: bool | None = None) -> tuple[list[int], list[int]]:
+
+def encode_steps(
+    tokenizer, prompt: str, steps: Sequence[str], use_offsets: bool | None = None
+) -> tuple[list[int], list[int]]:
     "Token ids of `prompt + '\\n'.join(steps)` and the index of each step's last token."
     text = prompt + '\n'.join(steps)
     use_offsets = getattr(tokenizer, 'is_fast', False) if use_offsets is None else use_offsets
     enc = tokenizer(text, return_offsets_mapping=use_offsets)
-    if use_offsets: return enc['input_ids'], step_end_tokens(enc['offset_mapping'], step_spans(prompt, steps))
+    if use_offsets:
+        return enc['input_ids'], step_end_tokens(enc['offset_mapping'], step_spans(prompt, steps))
     return enc['input_ids'], _ends_by_prefixes(tokenizer, prompt, steps, enc['input_ids'])
 
 # %% ../nbs/06_prm.ipynb #4125a4f6
@@ -64,21 +77,27 @@ def sentencepiece_tokenizer(model_file) -> 'transformers.PreTrainedTokenizerBase
     import sentencepiece as spm
     from transformers import LlamaTokenizer
     from transformers.tokenization_utils_base import generate_merges
-    if not FilePath(model_file).is_file(): raise FileNotFoundError(f"no SentencePiece model at {model_file}")
+
+    if not FilePath(model_file).is_file():
+        raise FileNotFoundError(f"no SentencePiece model at {model_file}")
     sp = spm.SentencePieceProcessor(model_file=str(model_file))
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     vocab, scores = {p: i for i, p in enumerate(pieces)}, {p: sp.get_score(i) for i, p in enumerate(pieces)}
     return LlamaTokenizer(vocab=vocab, merges=generate_merges(vocab, scores), add_bos_token=True)
 
 # %% ../nbs/06_prm.ipynb #9219c461
-def tokenize_steps(tokenizer, prompt: str, steps: Sequence[str], labels: Sequence[float],
-                   max_length: int | None = None) -> dict:
+def tokenize_steps(
+    tokenizer, prompt: str, steps: Sequence[str], labels: Sequence[float], max_length: int | None = None
+) -> dict:
     "One PRM row: `input_ids`, `attention_mask`, and `labels` = step label at each step's last token, else -100."
-    if len(labels) != len(steps): raise ValueError(f"{len(steps)} steps but {len(labels)} labels")
-    if any(l is not None and not 0 <= float(l) <= 1 for l in labels): raise ValueError(f"labels must lie in [0, 1], got {list(labels)}")
+    if len(labels) != len(steps):
+        raise ValueError(f"{len(steps)} steps but {len(labels)} labels")
+    if any(l is not None and not 0 <= float(l) <= 1 for l in labels):
+        raise ValueError(f"labels must lie in [0, 1], got {list(labels)}")
     ids, ends = encode_steps(tokenizer, prompt, steps)
     row = [-100.0] * len(ids)
-    for e, l in zip(ends, labels): row[e] = -100.0 if l is None else float(l)
+    for e, l in zip(ends, labels):
+        row[e] = -100.0 if l is None else float(l)
     cut = max(0, len(ids) - max_length) if max_length else 0
     return {'input_ids': ids[cut:], 'attention_mask': [1] * (len(ids) - cut), 'labels': row[cut:]}
 
@@ -87,8 +106,12 @@ def pad_rows(rows: Sequence[dict], pad_id: int = 0) -> dict:
     "Right-pad PRM rows into tensors: input_ids, attention_mask (long) and labels (float, -100 padding)."
     n = max(len(r['input_ids']) for r in rows)
     pad = lambda k, v: [list(r[k]) + [v] * (n - len(r[k])) for r in rows]
-    batch = {'input_ids': torch.tensor(pad('input_ids', pad_id)), 'attention_mask': torch.tensor(pad('attention_mask', 0))}
-    if 'labels' in rows[0]: batch['labels'] = torch.tensor(pad('labels', -100.0), dtype=torch.float)
+    batch = {
+        'input_ids': torch.tensor(pad('input_ids', pad_id)),
+        'attention_mask': torch.tensor(pad('attention_mask', 0)),
+    }
+    if 'labels' in rows[0]:
+        batch['labels'] = torch.tensor(pad('labels', -100.0), dtype=torch.float)
     return batch
 
 # %% ../nbs/06_prm.ipynb #cda63c94
@@ -96,13 +119,16 @@ def bce_step_loss(outputs, labels: torch.Tensor, num_items_in_batch=None) -> tor
     "BCE-with-logits over labelled tokens (labels != -100); mean over `num_items_in_batch` when given."
     logits = outputs['logits'][..., 0] if isinstance(outputs, dict) else outputs[..., 0]
     mask = labels != -100
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits[mask].float(), labels[mask].float(), reduction='sum')
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[mask].float(), labels[mask].float(), reduction='sum'
+    )
     return loss / (num_items_in_batch if num_items_in_batch is not None else mask.sum().clamp(min=1))
 
 # %% ../nbs/06_prm.ipynb #51364c5b
 @dataclass
 class PRMConfig:
     "Settings of PRM training (one stage of the SIPF loop)."
+
     soft: bool = False  # train on soft labels hits/N instead of hard 0/1 labels
     epochs: float = 3.0  # passes over the labelled paths
     lr: float = 1e-4  # peak learning rate
@@ -126,7 +152,8 @@ class PRMConfig:
     @classmethod
     def from_dict(cls, d: dict) -> 'PRMConfig':
         "Build from a dict, naming any unknown key."
-        check_keys('PRMConfig', d, cls.__dataclass_fields__); return cls(**d)
+        check_keys('PRMConfig', d, cls.__dataclass_fields__)
+        return cls(**d)
 
 # %% ../nbs/06_prm.ipynb #104bdb75
 def _prm_config(cfg, dropout: float):
@@ -134,78 +161,131 @@ def _prm_config(cfg, dropout: float):
     d = {k: v for k, v in cfg.to_dict().items() if k not in ('id2label', 'label2id', 'architectures')}
     return cfg.__class__.from_dict({**d, 'num_labels': 1, 'classifier_dropout': dropout})
 
+
 def _from_causal_lm(lm, dropout: float):
     "A token classifier with `lm`'s backbone weights and a new 1-output head."
     from transformers import AutoModelForTokenClassification
+
     prm = AutoModelForTokenClassification.from_config(_prm_config(lm.config, dropout))
     prefix = lm.base_model_prefix
     getattr(prm, prefix).load_state_dict(getattr(lm, prefix).state_dict())
     return prm
 
+
 def _lora(model, config: PRMConfig):
     from peft import LoraConfig, TaskType, get_peft_model
-    lc = LoraConfig(task_type=TaskType.TOKEN_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
-                    lora_dropout=config.lora_dropout, target_modules='all-linear', exclude_modules=['score'])
+
+    lc = LoraConfig(
+        task_type=TaskType.TOKEN_CLS,
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules='all-linear',
+        exclude_modules=['score'],
+    )
     return get_peft_model(model, lc)
 
 # %% ../nbs/06_prm.ipynb #b0e55d07
 def _from_path(path, config: PRMConfig):
     "PRM from a saved model dir: a LoRA policy is loaded by `sipf.models.load_model` and merged first."
     from transformers import AutoModelForTokenClassification
-    if (FilePath(path)/'adapter_config.json').exists():
+
+    if (FilePath(path) / 'adapter_config.json').exists():
         from sipf.models import load_model
+
         lm, _ = load_model(path, device='cpu', dtype=torch.float32)
         return _from_causal_lm(lm.merge_and_unload(), config.dropout)
     from transformers import AutoConfig
+
     kw = {'quantization_config': _bnb_4bit()} if config.qlora else {}
     kw['config'] = _prm_config(AutoConfig.from_pretrained(str(path)), config.dropout)
     from transformers.utils import logging as hf_logging
-    level = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()  # the new score head is meant to be untrained: no load report
-    try: model = AutoModelForTokenClassification.from_pretrained(str(path), **kw)
-    finally: hf_logging.set_verbosity(level)
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the new score head is meant to be untrained: no load report
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(str(path), **kw)
+    finally:
+        hf_logging.set_verbosity(level)
     if config.qlora:
         from peft import prepare_model_for_kbit_training
+
         model = prepare_model_for_kbit_training(model)
     return model
+
 
 def prm_model(model_or_path, config: PRMConfig | None = None):
     "A 1-output token-classification PRM from a saved model path, a causal LM in memory, or a config."
     from transformers import PretrainedConfig, PreTrainedModel, AutoModelForTokenClassification
-    config = config or PRMConfig(); seed_everything(config.seed)
+
+    config = config or PRMConfig()
+    seed_everything(config.seed)
     is_path = isinstance(model_or_path, (str, os.PathLike))
-    if config.qlora and not is_path: raise ValueError("qlora needs the model as a path")
-    if is_path: model = _from_path(model_or_path, config)
+    if config.qlora and not is_path:
+        raise ValueError("qlora needs the model as a path")
+    if is_path:
+        model = _from_path(model_or_path, config)
     elif isinstance(model_or_path, PretrainedConfig):
         model = AutoModelForTokenClassification.from_config(_prm_config(model_or_path, config.dropout))
     elif isinstance(model_or_path, PreTrainedModel):
-        model = model_or_path if getattr(model_or_path.config, 'num_labels', 0) == 1 and hasattr(model_or_path, 'score') \
+        model = (
+            model_or_path
+            if getattr(model_or_path.config, 'num_labels', 0) == 1 and hasattr(model_or_path, 'score')
             else _from_causal_lm(model_or_path, config.dropout)
-    else: raise ValueError(f"model_or_path must be a path, a PreTrainedModel or a PretrainedConfig, not {type(model_or_path).__name__}")
+        )
+    else:
+        raise ValueError(
+            f"model_or_path must be a path, a PreTrainedModel or a PretrainedConfig, not {type(model_or_path).__name__}"
+        )
     return _lora(model, config) if config.lora or config.qlora else model
 
+
 def _bnb_4bit():
-    try: import bitsandbytes  # noqa: F401
-    except ImportError: raise ImportError("qlora=True needs bitsandbytes: pip install 'sipf[gpu]'") from None
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ImportError("qlora=True needs bitsandbytes: pip install 'sipf[gpu]'") from None
     from transformers import BitsAndBytesConfig
+
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_compute_dtype=torch.float32)
 
 # %% ../nbs/06_prm.ipynb #fe3b90a3
-def prm_examples(task, paths: Sequence[Path], labels: Sequence[StepLabels], prompt_style: str = 'instruct') -> list[dict]:
+def prm_examples(
+    task, paths: Sequence[Path], labels: Sequence[StepLabels], prompt_style: str = 'instruct'
+) -> list[dict]:
     "PRM training records `{prompt, steps, labels, soft}`, joining `labels` to `paths` by path id, in the order of `paths`."
     known, by_label = {p.id for p in paths}, {sl.path_id: sl for sl in labels}
-    if bad := [i for i in by_label if i not in known]: raise KeyError(f"StepLabels for unknown path id '{bad[0]}'")
+    if bad := [i for i in by_label if i not in known]:
+        raise KeyError(f"StepLabels for unknown path id '{bad[0]}'")
     out = []  # in path order, not label-file order: the labeller appends as paths finish (chunking, resume), the PRM must not care
     for p in {q.id: q for q in paths if q.id in by_label}.values():
         sl = by_label[p.id]
-        if len(sl.labels) != len(p.steps): raise ValueError(f"path {p.id}: {len(p.steps)} steps but {len(sl.labels)} labels")
-        out.append({'prompt': task.prompt(task.by_id(p.problem_id), prompt_style), 'steps': list(p.steps),
-                    'labels': [float(l) for l in sl.labels], 'soft': sl.soft})
+        if len(sl.labels) != len(p.steps):
+            raise ValueError(f"path {p.id}: {len(p.steps)} steps but {len(sl.labels)} labels")
+        out.append(
+            {
+                'prompt': task.prompt(task.by_id(p.problem_id), prompt_style),
+                'steps': list(p.steps),
+                'labels': [float(l) for l in sl.labels],
+                'soft': sl.soft,
+            }
+        )
     return out
+
 
 def outcome_labels(paths: Sequence[Path]) -> list[StepLabels]:
     "ORM labels: every step of a path gets the path's outcome (1 if its final answer is right)."
-    return [StepLabels(p.id, p.problem_id, hits=[int(p.correct)] * len(p.steps), n=[1] * len(p.steps),
-                       labels=[int(p.correct)] * len(p.steps), strategy='outcome') for p in paths]
+    return [
+        StepLabels(
+            p.id,
+            p.problem_id,
+            hits=[int(p.correct)] * len(p.steps),
+            n=[1] * len(p.steps),
+            labels=[int(p.correct)] * len(p.steps),
+            strategy='outcome',
+        )
+        for p in paths
+    ]
 
 # %% ../nbs/06_prm.ipynb #d18a22a8
 def example_row(tokenizer, example: dict, soft: bool = False, max_length: int | None = None) -> dict:
@@ -218,13 +298,20 @@ def example_row(tokenizer, example: dict, soft: bool = False, max_length: int | 
 _EQ_LINE = re.compile(r'^(.*?)(\d+) ([-+*]) (\d+) = (\d+)$')
 SLIPS = ('arithmetic', 'operand', 'operator')
 
-def _apply(a: int, op: str, b: int) -> int: return a + b if op == '+' else a - b if op == '-' else a * b
+
+def _apply(a: int, op: str, b: int) -> int:
+    return a + b if op == '+' else a - b if op == '-' else a * b
+
 
 def _slip(kind: str, a: int, op: str, b: int, rng, numbers) -> tuple[int, str, int, int]:
     "One slip in `a op b`: returns (a, op, b, error added to the result)."
-    if kind == 'arithmetic': return a, op, b, rng.choice([1, 2] if _apply(a, op, b) < 3 else [-2, -1, 1, 2])
-    if kind == 'operand': return a, op, rng.choice([n for n in numbers if n != b] or [b + 1]), 0
-    if kind == 'operator': op = {'+': '-', '-': '+', '*': '+'}[op]; return (b, op, a, 0) if op == '-' and a < b else (a, op, b, 0)
+    if kind == 'arithmetic':
+        return a, op, b, rng.choice([1, 2] if _apply(a, op, b) < 3 else [-2, -1, 1, 2])
+    if kind == 'operand':
+        return a, op, rng.choice([n for n in numbers if n != b] or [b + 1]), 0
+    if kind == 'operator':
+        op = {'+': '-', '-': '+', '*': '+'}[op]
+        return (b, op, a, 0) if op == '-' and a < b else (a, op, b, 0)
     raise ValueError(f"unknown slip '{kind}'; use one of {', '.join(SLIPS)}")
 
 # %% ../nbs/06_prm.ipynb #d7b80d84
@@ -233,10 +320,12 @@ def corrupt_steps(steps: Sequence[str], t: int, kind: str, rng, numbers: Sequenc
     out, sub = [], {}
     for i, s in enumerate(steps):
         if not (m := _EQ_LINE.match(s)):
-            out.append(re.sub(r'\d+', lambda x: str(sub.get(int(x[0]), int(x[0]))), s)); continue
+            out.append(re.sub(r'\d+', lambda x: str(sub.get(int(x[0]), int(x[0]))), s))
+            continue
         head, a, op, b, c = m[1], sub.get(int(m[2]), int(m[2])), m[3], sub.get(int(m[4]), int(m[4])), int(m[5])
         a, op, b, err = _slip(kind, a, op, b, rng, numbers) if i == t else (a, op, b, 0)
-        if (c2 := max(0, _apply(a, op, b) + err)) != c: sub[c] = c2
+        if (c2 := max(0, _apply(a, op, b) + err)) != c:
+            sub[c] = c2
         out.append(f'{head}{a} {op} {b} = {c2}')
     return out
 
@@ -247,131 +336,223 @@ def synthetic_paths(task, problems=None, n_wrong: int = 2, seed: int = 0) -> lis
     for p in task.problems if problems is None else problems:
         gold = task.split_steps(p.solution)
         eqs = [i for i, s in enumerate(gold) if _EQ_LINE.match(s)]
-        variants = [(gold, {})] + [(corrupt_steps(gold, t, k, rng, p.meta.get('numbers', ())), {'slip': k, 'slip_step': t})
-                                   for t, k in ((rng.choice(eqs), rng.choice(SLIPS)) for _ in range(n_wrong if eqs else 0))]
+        variants = [(gold, {})] + [
+            (corrupt_steps(gold, t, k, rng, p.meta.get('numbers', ())), {'slip': k, 'slip_step': t})
+            for t, k in ((rng.choice(eqs), rng.choice(SLIPS)) for _ in range(n_wrong if eqs else 0))
+        ]
         for steps, meta in variants:
             text = '\n'.join(steps)
             out.append(Path(p.id, text, steps, task.extract_answer(text), task.is_correct(p, text), meta=meta))
     return list({q.id: q for q in out}.values())
 
 # %% ../nbs/06_prm.ipynb #1236c296
-def simulated_labels(task, paths: Sequence[Path], n_rollouts: int = 8, solve_rate: tuple = (0.2, 0.9),
-                     lucky: float = 0.02, seed: int = 0) -> list[StepLabels]:
+def simulated_labels(
+    task, paths: Sequence[Path], n_rollouts: int = 8, solve_rate: tuple = (0.2, 0.9), lucky: float = 0.02, seed: int = 0
+) -> list[StepLabels]:
     "Synthetic Monte-Carlo labels of `paths` from the task's cumulative step truth plus binomial noise."
     g, out = torch.Generator().manual_seed(seed), []
     for p in paths:
         truth = task.step_truth(task.by_id(p.problem_id), '\n'.join(p.steps), cumulative=True)
         q = solve_rate[0] + (solve_rate[1] - solve_rate[0]) * torch.rand(1, generator=g).item()
-        hits = [int(torch.binomial(torch.tensor(float(n_rollouts)), torch.tensor(q if ok else lucky), generator=g)) for ok in truth]
-        if hits: hits[-1] = n_rollouts * int(p.correct)
-        out.append(StepLabels(p.id, p.problem_id, hits, [n_rollouts] * len(hits), [int(h > 0) for h in hits], strategy='synthetic'))
+        hits = [
+            int(torch.binomial(torch.tensor(float(n_rollouts)), torch.tensor(q if ok else lucky), generator=g))
+            for ok in truth
+        ]
+        if hits:
+            hits[-1] = n_rollouts * int(p.correct)
+        out.append(
+            StepLabels(
+                p.id, p.problem_id, hits, [n_rollouts] * len(hits), [int(h > 0) for h in hits], strategy='synthetic'
+            )
+        )
     return out
 
 # %% ../nbs/06_prm.ipynb #c7593b02
 def _training_args(config: PRMConfig, output_dir):
     from transformers import TrainingArguments
+
     return TrainingArguments(
-        output_dir=str(output_dir), num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, lr_scheduler_type=config.scheduler,
-        warmup_steps=config.warmup_ratio, weight_decay=config.weight_decay, logging_steps=config.logging_steps,
-        save_strategy='no', report_to='none', seed=config.seed, data_seed=config.seed, bf16=config.bf16,
-        remove_unused_columns=False, disable_tqdm=not config.progress, dataloader_pin_memory=torch.cuda.is_available())
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        logging_steps=config.logging_steps,
+        save_strategy='no',
+        report_to='none',
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.bf16,
+        remove_unused_columns=False,
+        disable_tqdm=not config.progress,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
 
 def _save(model, tokenizer, config: PRMConfig, log_history: list, output_dir):
-    out = FilePath(output_dir); out.mkdir(parents=True, exist_ok=True)
-    if config.lora and not config.qlora: model = model.merge_and_unload()
-    model.save_pretrained(out); tokenizer.save_pretrained(out)
-    write_json(out/'prm_config.json', asdict(config)); write_jsonl(out/'metrics.jsonl', log_history)
+    out = FilePath(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.lora and not config.qlora:
+        model = model.merge_and_unload()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    write_json(out / 'prm_config.json', asdict(config))
+    write_jsonl(out / 'metrics.jsonl', log_history)
     return model
 
 # %% ../nbs/06_prm.ipynb #33415f34
 def train_prm(model_or_path, tokenizer, examples: Sequence[dict], config: PRMConfig | None = None, output_dir='prm'):
     "Train a PRM on labelled `examples` ({prompt, steps, labels[, soft]}); save it to `output_dir` and return it."
     from transformers import Trainer
+
     config = config or PRMConfig()
-    if not examples: raise ValueError("no labelled paths to train the PRM on")
+    if not examples:
+        raise ValueError("no labelled paths to train the PRM on")
     rows = [example_row(tokenizer, e, config.soft, config.max_length) for e in examples]
     model = prm_model(model_or_path, config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    trainer = Trainer(model=model, args=_training_args(config, output_dir), train_dataset=rows,
-                      data_collator=lambda b: pad_rows(b, pad_id), compute_loss_func=bce_step_loss)
+    trainer = Trainer(
+        model=model,
+        args=_training_args(config, output_dir),
+        train_dataset=rows,
+        data_collator=lambda b: pad_rows(b, pad_id),
+        compute_loss_func=bce_step_loss,
+    )
     from sipf.models import quiet_logs
+
     quiet_logs(trainer).train()
     logger.info("PRM trained on %d paths, final loss %s", len(rows), trainer.state.log_history[-1].get('train_loss'))
     return _save(trainer.model, tokenizer, config, trainer.state.log_history, output_dir).eval()
 
+
 def load_prm(path):
     "Load a PRM saved by `train_prm` (a full model, or QLoRA adapters over their base)."
     from transformers import AutoModelForTokenClassification
-    if not FilePath(path).is_dir(): raise FileNotFoundError(f"no PRM directory at {path}")
-    if (FilePath(path)/'adapter_config.json').exists():
+
+    if not FilePath(path).is_dir():
+        raise FileNotFoundError(f"no PRM directory at {path}")
+    if (FilePath(path) / 'adapter_config.json').exists():
         from peft import AutoPeftModelForTokenClassification
+
         return AutoPeftModelForTokenClassification.from_pretrained(str(path), num_labels=1).eval()
     return AutoModelForTokenClassification.from_pretrained(str(path), num_labels=1).eval()
 
 # %% ../nbs/06_prm.ipynb #8072fc64
 @torch.no_grad()
-def step_probs(prm, tokenizer, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 32,
-               progress: bool = False) -> list[list[float]]:
+def step_probs(
+    prm, tokenizer, prompts: Sequence[str], steps: Sequence[Sequence[str]], batch_size: int = 32, progress: bool = False
+) -> list[list[float]]:
     "PRM probability that each step is correct, for every (prompt, steps)."
-    prm.eval(); dev = next(prm.parameters()).device
+    prm.eval()
+    dev = next(prm.parameters()).device
     enc = [encode_steps(tokenizer, p, s) if s else ([], []) for p, s in zip(prompts, steps)]
     order = sorted((i for i, (ids, _) in enumerate(enc) if ids), key=lambda i: len(enc[i][0]))
     out = [[] for _ in enc]
     for b in tqdm(range(0, len(order), batch_size), disable=not progress, desc='PRM scoring'):
-        idx = order[b:b + batch_size]
+        idx = order[b : b + batch_size]
         batch = pad_rows([{'input_ids': enc[i][0], 'attention_mask': [1] * len(enc[i][0])} for i in idx])
         probs = torch.sigmoid(prm(**{k: v.to(dev) for k, v in batch.items()}).logits[..., 0].float()).cpu()
-        for j, i in enumerate(idx): out[i] = probs[j, enc[i][1]].tolist()
+        for j, i in enumerate(idx):
+            out[i] = probs[j, enc[i][1]].tolist()
     return out
+
 
 def aggregate(scores: Sequence[float], agg: str = 'mean') -> float:
     "Path reward from step probabilities: 'mean' (paper Eq. 5), 'min', 'prod' or 'last'; 0 for no steps."
     fns = {'mean': lambda s: sum(s) / len(s), 'min': min, 'prod': math.prod, 'last': lambda s: s[-1]}
-    if agg not in fns: raise ValueError(f"unknown aggregation '{agg}'; use one of {', '.join(fns)}")
+    if agg not in fns:
+        raise ValueError(f"unknown aggregation '{agg}'; use one of {', '.join(fns)}")
     return float(fns[agg](scores)) if len(scores) else 0.0
 
 # %% ../nbs/06_prm.ipynb #e24c7522
-def score_paths(prm, tokenizer, task, paths: Sequence[Path], agg: str = 'mean', batch_size: int = 32,
-                progress: bool = False, prompt_style: str = 'instruct') -> list[Path]:
+def score_paths(
+    prm,
+    tokenizer,
+    task,
+    paths: Sequence[Path],
+    agg: str = 'mean',
+    batch_size: int = 32,
+    progress: bool = False,
+    prompt_style: str = 'instruct',
+) -> list[Path]:
     "Copies of `paths` with `meta['step_scores']` (PRM probability per step) and `meta['reward']` = r(τ)."
     from dataclasses import replace
+
     aggregate([0.5], agg)
-    probs = step_probs(prm, tokenizer, [task.prompt(task.by_id(p.problem_id), prompt_style) for p in paths],
-                       [p.steps for p in paths], batch_size, progress)
+    probs = step_probs(
+        prm,
+        tokenizer,
+        [task.prompt(task.by_id(p.problem_id), prompt_style) for p in paths],
+        [p.steps for p in paths],
+        batch_size,
+        progress,
+    )
     return [replace(p, meta={**p.meta, 'step_scores': s, 'reward': aggregate(s, agg)}) for p, s in zip(paths, probs)]
 
 # %% ../nbs/06_prm.ipynb #66491c19
-def _f1(tp, fp, fn): return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+def _f1(tp, fp, fn):
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+
 
 def step_metrics(probs: Sequence[Sequence[float]], gold: Sequence[Sequence[int]], threshold: float = 0.5) -> dict:
     "Step accuracy, precision/recall/F1 of 'correct', F1 of 'wrong' and the majority baseline."
-    if len(probs) != len(gold): raise ValueError(f"{len(probs)} scored paths but {len(gold)} gold label lists")
+    if len(probs) != len(gold):
+        raise ValueError(f"{len(probs)} scored paths but {len(gold)} gold label lists")
     pairs = [(p >= threshold, bool(g)) for ps, gs in zip(probs, gold) for p, g in zip(ps, gs, strict=True)]
-    if not pairs: raise ValueError("no steps to evaluate")
+    if not pairs:
+        raise ValueError("no steps to evaluate")
     tp, tn = sum(p and g for p, g in pairs), sum(not p and not g for p, g in pairs)
     fp, fn, n = sum(p and not g for p, g in pairs), sum(not p and g for p, g in pairs), len(pairs)
-    return {'accuracy': (tp + tn) / n, 'precision': tp / (tp + fp) if tp + fp else 0.0, 'recall': tp / (tp + fn) if tp + fn else 0.0,
-            'f1': _f1(tp, fp, fn), 'f1_wrong': _f1(tn, fn, fp), 'majority': max(tp + fn, tn + fp) / n, 'n_steps': n}
+    return {
+        'accuracy': (tp + tn) / n,
+        'precision': tp / (tp + fp) if tp + fp else 0.0,
+        'recall': tp / (tp + fn) if tp + fn else 0.0,
+        'f1': _f1(tp, fp, fn),
+        'f1_wrong': _f1(tn, fn, fp),
+        'majority': max(tp + fn, tn + fp) / n,
+        'n_steps': n,
+    }
 
 # %% ../nbs/06_prm.ipynb #733f9b9e
 def true_step_labels(task, paths: Sequence[Path], cumulative: bool = True) -> list[list[int]]:
     "Ground-truth correctness of every step from the task's `step_truth` (toy world); `cumulative`: 0 from the first error on."
-    if not hasattr(task, 'step_truth'): raise ValueError(f"task {getattr(task, 'name', task)!r} has no step_truth: pass gold labels")
+    if not hasattr(task, 'step_truth'):
+        raise ValueError(f"task {getattr(task, 'name', task)!r} has no step_truth: pass gold labels")
     kw = {'cumulative': True} if cumulative else {}
     return [[int(b) for b in task.step_truth(task.by_id(p.problem_id), '\n'.join(p.steps), **kw)] for p in paths]
 
+
 def _gold(task, paths, gold, cumulative=True) -> tuple[list[Path], list[list[int]]]:
-    if gold is None: return list(paths), true_step_labels(task, paths, cumulative)
+    if gold is None:
+        return list(paths), true_step_labels(task, paths, cumulative)
     if gold and isinstance(gold[0], StepLabels):
         by_id = {g.path_id: g.labels for g in gold}
         paths = [p for p in paths if p.id in by_id]
         return paths, [by_id[p.id] for p in paths]
     return list(paths), [list(g) for g in gold]
 
-def evaluate_prm(prm, tokenizer, task, paths: Sequence[Path], gold_step_labels=None, threshold: float = 0.5,
-                 batch_size: int = 32, cumulative: bool = True, prompt_style: str = 'instruct') -> dict:
+
+def evaluate_prm(
+    prm,
+    tokenizer,
+    task,
+    paths: Sequence[Path],
+    gold_step_labels=None,
+    threshold: float = 0.5,
+    batch_size: int = 32,
+    cumulative: bool = True,
+    prompt_style: str = 'instruct',
+) -> dict:
     "Step metrics of `prm` on `paths` against gold labels (lists, StepLabels by path id, or None = task ground truth)."
     paths, gold = _gold(task, paths, gold_step_labels, cumulative)
-    probs = step_probs(prm, tokenizer, [task.prompt(task.by_id(p.problem_id), prompt_style) for p in paths], [p.steps for p in paths], batch_size)
+    probs = step_probs(
+        prm,
+        tokenizer,
+        [task.prompt(task.by_id(p.problem_id), prompt_style) for p in paths],
+        [p.steps for p in paths],
+        batch_size,
+    )
     return step_metrics(probs, gold, threshold)

@@ -4,7 +4,11 @@
 
 # %% ../nbs/04_sample.ipynb #360cdee4
 from __future__ import annotations
-import dataclasses, difflib, logging, re, time
+import dataclasses
+import difflib
+import logging
+import re
+import time
 import torch
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
@@ -24,34 +28,43 @@ __all__ = ['DEDUP_MODES', 'Generation', 'counter_uniform', 'RowSeededSampler', '
 @dataclass
 class Generation:
     "One generated continuation of a prompt."
+
     text: str  # the continuation, cut before the first stop string
     n_tokens: int  # tokens generated, up to and including the eos / the stop string's last token
     finished: bool  # ended by eos or a stop string, not by `max_new_tokens`
 
 # %% ../nbs/04_sample.ipynb #fa6a695c
 def _check_prompts(prompts):
-    if isinstance(prompts, str): raise ValueError("generate: `prompts` must be a list of strings, got a single str")
-    if len(prompts) == 0: raise ValueError("generate: empty prompt list (nothing to generate)")
+    if isinstance(prompts, str):
+        raise ValueError("generate: `prompts` must be a list of strings, got a single str")
+    if len(prompts) == 0:
+        raise ValueError("generate: empty prompt list (nothing to generate)")
+
 
 def _check_pad(tokenizer):
     if tokenizer.pad_token_id is None:
-        raise ValueError(f"{type(tokenizer).__name__} has no pad token: set `tokenizer.pad_token` (e.g. to its eos token) before batched generation")
+        raise ValueError(
+            f"{type(tokenizer).__name__} has no pad token: set `tokenizer.pad_token` (e.g. to its eos token) before batched generation"
+        )
 
 # %% ../nbs/04_sample.ipynb #215339f8
 def _regroup(rows: list[int], gens: list[Generation], n_prompts: int, n: int) -> list[list[Generation]]:
     "Per-prompt lists of n generations from rows of prompt indices (a greedy row is repeated n times)."
     out = [[] for _ in range(n_prompts)]
-    for i, g in zip(rows, gens): out[i].append(g)
+    for i, g in zip(rows, gens):
+        out[i].append(g)
     return [gs if len(gs) == n else [dataclasses.replace(gs[0]) for _ in range(n)] for gs in out]
 
 # %% ../nbs/04_sample.ipynb #2c60966f
 _M32 = 0xFFFFFFFF
 
+
 def _mix32(x: torch.Tensor) -> torch.Tensor:
     "A 32-bit integer hash, vectorised over int64 tensors with values in [0, 2**32)."
-    x = (((x >> 16) ^ x) * 0x45d9f3b) & _M32
-    x = (((x >> 16) ^ x) * 0x45d9f3b) & _M32
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
     return (x >> 16) ^ x
+
 
 def counter_uniform(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
     "[rows, vocab] uniforms in (0, 1): a pure function of (row seed, step, token id) — no RNG state, no batch dependence."
@@ -62,14 +75,17 @@ def counter_uniform(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
 # %% ../nbs/04_sample.ipynb #b0884747
 class RowSeededSampler(LogitsProcessor):
     "Temperature sampling by Gumbel-max where row r's draw depends only on `seeds[r]`, the position and its logits (use with do_sample=False)."
+
     def __init__(self, seeds, temperature: float):
         self.seeds, self.temperature, self.start = torch.as_tensor(seeds, dtype=torch.int64), temperature, None
 
     def __call__(self, input_ids, scores):
-        if self.start is None: self.start = input_ids.shape[1]
+        if self.start is None:
+            self.start = input_ids.shape[1]
         u = counter_uniform(self.seeds.to(scores.device), input_ids.shape[1] - self.start, scores.shape[1])
         choice = (scores.double() / self.temperature - torch.log(-torch.log(u))).argmax(-1)
         return torch.full_like(scores, float('-inf')).scatter_(1, choice[:, None], 0.0)
+
 
 def _row_seed(seed: int, j: int) -> int:
     "Seed of sample `j` of a prompt seeded `seed` (sample 0 keeps it)."
@@ -78,6 +94,7 @@ def _row_seed(seed: int, j: int) -> int:
 # %% ../nbs/04_sample.ipynb #5eccb1dc
 class TransformersBackend:
     "Batched generation with a transformers causal LM (KV cache, left padding, stop strings, n samples per prompt, seeded)."
+
     row_seeds = True  # `seed` may be a list, one per prompt (batch-independent sampling)
 
     def __init__(self, model, tokenizer, batch_size: int = 64):
@@ -85,30 +102,47 @@ class TransformersBackend:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         self.eos = set(_eos_ids(model, tokenizer))
 
-    def __repr__(self): return f"TransformersBackend({type(self.model).__name__}, batch_size={self.batch_size})"
+    def __repr__(self):
+        return f"TransformersBackend({type(self.model).__name__}, batch_size={self.batch_size})"
 
-    def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.0, max_new_tokens: int = 256,
-                 stop=(), seed: int | list[int] | None = None) -> list[list[Generation]]:
+    def generate(
+        self,
+        prompts: list[str],
+        n: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        stop=(),
+        seed: int | list[int] | None = None,
+    ) -> list[list[Generation]]:
         "For each prompt, `n` continuations (greedy when `temperature == 0`), cut before the first of `stop`."
-        _check_prompts(prompts); _check_seed(seed, prompts)
+        _check_prompts(prompts)
+        _check_seed(seed, prompts)
         ids = self.tokenizer(list(prompts))['input_ids']
         rows = [(i, j) for i in range(len(prompts)) for j in range(n if temperature > 0 else 1)]
         order = sorted(range(len(rows)), key=lambda r: len(ids[rows[r][0]]), reverse=True)
-        if isinstance(seed, int): torch.manual_seed(seed)
+        if isinstance(seed, int):
+            torch.manual_seed(seed)
         gens = [None] * len(rows)
         for b in range(0, len(order), self.batch_size):
-            chunk = [rows[r] for r in order[b:b + self.batch_size]]
+            chunk = [rows[r] for r in order[b : b + self.batch_size]]
             seeds = [_row_seed(seed[i], j) for i, j in chunk] if isinstance(seed, (list, tuple)) else None
             outs = self._generate_batch([ids[i] for i, _ in chunk], temperature, max_new_tokens, list(stop), seeds)
-            for r, g in zip(order[b:b + self.batch_size], outs): gens[r] = g
+            for r, g in zip(order[b : b + self.batch_size], outs):
+                gens[r] = g
         return _regroup([i for i, _ in rows], gens, len(prompts), n)
 
     def _generate_batch(self, ids, temperature, max_new_tokens, stop, seeds=None) -> list[Generation]:
         enc = self.tokenizer.pad({'input_ids': ids}, padding_side='left', return_tensors='pt').to(self.model.device)
         with torch.inference_mode():
-            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                      stop_strings=stop or None, tokenizer=self.tokenizer, **_sampling(temperature, seeds))
-        return [self._to_generation(row.tolist(), stop) for row in out[:, enc['input_ids'].shape[1]:]]
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                stop_strings=stop or None,
+                tokenizer=self.tokenizer,
+                **_sampling(temperature, seeds),
+            )
+        return [self._to_generation(row.tolist(), stop) for row in out[:, enc['input_ids'].shape[1] :]]
 
     def _to_generation(self, new_ids: list[int], stop) -> Generation:
         end = next((i for i, t in enumerate(new_ids) if t in self.eos or t == self.tokenizer.pad_token_id), None)
@@ -119,30 +153,44 @@ class TransformersBackend:
 # %% ../nbs/04_sample.ipynb #5503f189
 def _sampling(temperature: float, seeds=None) -> dict:
     "`model.generate` keyword arguments for greedy, torch-RNG or row-seeded sampling."
-    if temperature <= 0: return dict(do_sample=False)
-    if seeds is None: return dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+    if temperature <= 0:
+        return dict(do_sample=False)
+    if seeds is None:
+        return dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
     return dict(do_sample=False, logits_processor=LogitsProcessorList([RowSeededSampler(seeds, temperature)]))
+
 
 def _check_seed(seed, prompts):
     if isinstance(seed, (list, tuple)) and len(seed) != len(prompts):
-        raise ValueError(f"generate: {len(seed)} seeds for {len(prompts)} prompts (a seed list needs one seed per prompt)")
+        raise ValueError(
+            f"generate: {len(seed)} seeds for {len(prompts)} prompts (a seed list needs one seed per prompt)"
+        )
+
 
 def _eos_ids(model, tokenizer) -> list[int]:
     "The eos token ids generation stops on (the model's generation config, else the tokenizer's)."
     eos = getattr(getattr(model, 'generation_config', None), 'eos_token_id', None)
-    if eos is None: eos = tokenizer.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
     return [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
 
 # %% ../nbs/04_sample.ipynb #3d11dbba
 def _import_vllm():
-    try: import vllm
-    except ImportError: raise ImportError("VLLMBackend needs vllm, which runs on CUDA GPUs only: `pip install vllm`, or use TransformersBackend") from None
+    try:
+        import vllm
+    except ImportError:
+        raise ImportError(
+            "VLLMBackend needs vllm, which runs on CUDA GPUs only: `pip install vllm`, or use TransformersBackend"
+        ) from None
     return vllm
+
 
 def _vllm_params(vllm, n, temperature, max_new_tokens, stop, seed):
     "Our generate arguments as `vllm.SamplingParams` (pure temperature sampling; greedy draws once)."
-    return vllm.SamplingParams(n=n if temperature > 0 else 1, temperature=temperature, max_tokens=max_new_tokens,
-                               stop=list(stop), seed=seed)
+    return vllm.SamplingParams(
+        n=n if temperature > 0 else 1, temperature=temperature, max_tokens=max_new_tokens, stop=list(stop), seed=seed
+    )
+
 
 def _from_vllm(request_output, n) -> list[Generation]:
     gens = [Generation(o.text, len(o.token_ids), o.finish_reason == 'stop') for o in request_output.outputs]
@@ -151,18 +199,30 @@ def _from_vllm(request_output, n) -> list[Generation]:
 # %% ../nbs/04_sample.ipynb #97a1f3ad
 class VLLMBackend:
     "Generation with vLLM (lazy import; prefix caching on), same interface as `TransformersBackend`."
+
     row_seeds = True  # a seed list becomes one seeded SamplingParams per prompt (vLLM seeds each request on its own)
 
     def __init__(self, model_path: str, enable_prefix_caching: bool = True, **llm_kwargs):
         self.vllm = _import_vllm()
         self.llm = self.vllm.LLM(model=str(model_path), enable_prefix_caching=enable_prefix_caching, **llm_kwargs)
 
-    def generate(self, prompts: list[str], n: int = 1, temperature: float = 0.0, max_new_tokens: int = 256,
-                 stop=(), seed: int | None = None) -> list[list[Generation]]:
+    def generate(
+        self,
+        prompts: list[str],
+        n: int = 1,
+        temperature: float = 0.0,
+        max_new_tokens: int = 256,
+        stop=(),
+        seed: int | None = None,
+    ) -> list[list[Generation]]:
         "For each prompt, `n` continuations, as `TransformersBackend.generate`."
-        _check_prompts(prompts); _check_seed(seed, prompts)
-        params = ([_vllm_params(self.vllm, n, temperature, max_new_tokens, stop, s) for s in seed] if isinstance(seed, (list, tuple))
-                  else _vllm_params(self.vllm, n, temperature, max_new_tokens, stop, seed))
+        _check_prompts(prompts)
+        _check_seed(seed, prompts)
+        params = (
+            [_vllm_params(self.vllm, n, temperature, max_new_tokens, stop, s) for s in seed]
+            if isinstance(seed, (list, tuple))
+            else _vllm_params(self.vllm, n, temperature, max_new_tokens, stop, seed)
+        )
         outs = self.llm.generate(list(prompts), params, use_tqdm=False)
         return [_from_vllm(o, n) for o in outs]
 
@@ -174,6 +234,7 @@ def quota(n: int, decay: float, iteration: int) -> int:
 # %% ../nbs/04_sample.ipynb #3091f169
 _EQUATION = re.compile(r'[\d(][\d\s.,+\-*/×÷()]*=\s*-?\d[\d.,]*')
 
+
 def equation_key(steps: list[str], answer: str | None = None) -> tuple:
     "Dedup key of a math path: its equations (no spaces) and answer; its normalised steps if it has no equation."
     eqs = [re.sub(r'\s+', '', m).rstrip('.,') for s in steps for m in _EQUATION.findall(s)]
@@ -184,13 +245,15 @@ def near_duplicate(text: str, kept: list[str], threshold: float = 0.9) -> bool:
     "Is `text` at least `threshold` similar (difflib ratio, 1 = identical) to any of `kept`?"
     for k in kept:
         m = difflib.SequenceMatcher(None, text, k, autojunk=False)
-        if m.real_quick_ratio() >= threshold and m.quick_ratio() >= threshold and m.ratio() >= threshold: return True
+        if m.real_quick_ratio() >= threshold and m.quick_ratio() >= threshold and m.ratio() >= threshold:
+            return True
     return False
 
 # %% ../nbs/04_sample.ipynb #5853dcae
 @dataclass
 class SampleConfig:
     "How reasoning paths are sampled, deduplicated and kept per question."
+
     n: int = 8  # samples per question per round
     temperature: float = 1.0  # sampling temperature (paper: 1.0 for math, 0.7 for code); 0 = greedy
     max_new_tokens: int = 256  # generation cap per path
@@ -198,7 +261,9 @@ class SampleConfig:
     n_neg: int = 4  # incorrect paths wanted per question at iteration 1
     quota_decay: float = 0.5  # quota factor per later iteration: 0.5 (halved) or 0.25 (quartered), App. A.2
     max_rounds: int = 4  # rounds per question before it is given up, quotas met or not
-    time_budget: float = 30.0  # generation seconds charged per question before it is given up (official code: 30); 0 = none
+    time_budget: float = (
+        30.0  # generation seconds charged per question before it is given up (official code: 30); 0 = none
+    )
     dedup: str = 'auto'  # 'auto' (math: 'equations', code: 'edit'), 'equations', 'edit' or 'text' (exact text only)
     edit_threshold: float = 0.9  # 'edit': programs at least this similar (difflib ratio) are duplicates
     keep_unfinished: bool = True  # keep paths cut off at max_new_tokens (judged like any other)
@@ -207,22 +272,30 @@ class SampleConfig:
     seed: int = 0  # base seed of every round
     row_seeds: bool = True  # seed each question by its id and round (batch- and resume-independent) if the backend can
 
+
 DEDUP_MODES = ('auto', 'equations', 'edit', 'text')
 
 # %% ../nbs/04_sample.ipynb #cff3785a
 def _check_sample_args(problems, config: SampleConfig, iteration: int):
-    if len(problems) == 0: raise ValueError("sample_paths: empty problem list (nothing to sample)")
-    if config.dedup not in DEDUP_MODES: raise ValueError(f"unknown dedup mode '{config.dedup}'{closest(config.dedup, DEDUP_MODES)}")
-    if not 0 < config.quota_decay <= 1: raise ValueError(f"quota_decay must be in (0, 1], got {config.quota_decay}")
-    if iteration < 1: raise ValueError(f"iteration is 1-based, got {iteration}")
-    if config.n < 1 or config.questions_per_round < 1: raise ValueError("SampleConfig.n and questions_per_round must be >= 1")
+    if len(problems) == 0:
+        raise ValueError("sample_paths: empty problem list (nothing to sample)")
+    if config.dedup not in DEDUP_MODES:
+        raise ValueError(f"unknown dedup mode '{config.dedup}'{closest(config.dedup, DEDUP_MODES)}")
+    if not 0 < config.quota_decay <= 1:
+        raise ValueError(f"quota_decay must be in (0, 1], got {config.quota_decay}")
+    if iteration < 1:
+        raise ValueError(f"iteration is 1-based, got {iteration}")
+    if config.n < 1 or config.questions_per_round < 1:
+        raise ValueError("SampleConfig.n and questions_per_round must be >= 1")
     ids = [p.id for p in problems]
-    if len(set(ids)) < len(ids): raise ValueError(f"duplicate problem id '{next(i for i in ids if ids.count(i) > 1)}'")
+    if len(set(ids)) < len(ids):
+        raise ValueError(f"duplicate problem id '{next(i for i in ids if ids.count(i) > 1)}'")
 
 # %% ../nbs/04_sample.ipynb #1a35e726
 @dataclass
 class _Tally:
     "Sampling state of one question."
+
     pos: int = 0  # correct paths kept
     neg: int = 0  # incorrect paths kept
     rounds: int = 0  # rounds it took part in
@@ -230,20 +303,27 @@ class _Tally:
     keys: set = field(default_factory=set)  # dedup keys of kept paths
     texts: list = field(default_factory=list)  # texts of kept paths (edit-distance dedup)
 
+
 def _key(path: Path, mode: str):
     return equation_key(path.steps, path.answer) if mode == 'equations' else ' '.join(path.text.split())
 
+
 def _count(path: Path, t: _Tally, mode: str):
-    t.pos += path.correct; t.neg += not path.correct
-    t.keys.add(_key(path, mode)); t.texts.append(path.text)
+    t.pos += path.correct
+    t.neg += not path.correct
+    t.keys.add(_key(path, mode))
+    t.texts.append(path.text)
 
 # %% ../nbs/04_sample.ipynb #7ce4435c
 def _admit(path: Path, t: _Tally, quotas: tuple[int, int], mode: str, threshold: float) -> bool:
     "Keep `path` (and count it) if its kind has quota left and it is not a duplicate."
-    if (t.pos >= quotas[0]) if path.correct else (t.neg >= quotas[1]): return False
+    if (t.pos >= quotas[0]) if path.correct else (t.neg >= quotas[1]):
+        return False
     dup = near_duplicate(path.text, t.texts, threshold) if mode == 'edit' else _key(path, mode) in t.keys
-    if not dup: _count(path, t, mode)
+    if not dup:
+        _count(path, t, mode)
     return not dup
+
 
 def _done(t: _Tally, quotas: tuple[int, int], config: SampleConfig) -> bool:
     "Has a question met its quotas, or used up its rounds or time? (Greedy decoding gets one round: more give nothing new.)"
@@ -258,31 +338,57 @@ def _round_seed(backend, config: SampleConfig, iteration: int, round_no: int, ba
     per_question = config.row_seeds and getattr(backend, 'row_seeds', False)
     return [h(p.id, tallies[p.id].rounds) for p in batch] if per_question else h(round_no)
 
-def _answer(task: Task, text: str):
-    try: return task.extract_answer(text)
-    except NotImplementedError: return None
 
-def _round_paths(task: Task, backend, batch: list[Problem], config: SampleConfig, iteration: int, seed, rounds: list[int]) -> list[Path]:
+def _answer(task: Task, text: str):
+    try:
+        return task.extract_answer(text)
+    except NotImplementedError:
+        return None
+
+
+def _round_paths(
+    task: Task, backend, batch: list[Problem], config: SampleConfig, iteration: int, seed, rounds: list[int]
+) -> list[Path]:
     "Generate `config.n` samples for each problem of `batch` (in its round `rounds[i]`) and judge them into `Path`s."
-    gens = backend.generate([task.prompt(p, config.prompt_style) for p in batch], n=config.n, temperature=config.temperature,
-                            max_new_tokens=config.max_new_tokens, stop=list(task.stop), seed=seed)
+    gens = backend.generate(
+        [task.prompt(p, config.prompt_style) for p in batch],
+        n=config.n,
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        stop=list(task.stop),
+        seed=seed,
+    )
     rows = [(p, r, g) for p, r, gs in zip(batch, rounds, gens) for g in gs if config.keep_unfinished or g.finished]
     correct = task.judge([p for p, _, _ in rows], [g.text for _, _, g in rows]) if rows else []
-    return [Path(p.id, g.text, task.split_steps(g.text), _answer(task, g.text), bool(ok), iteration,
-                 {'round': r, 'n_tokens': g.n_tokens, 'finished': g.finished}) for (p, r, g), ok in zip(rows, correct)]
+    return [
+        Path(
+            p.id,
+            g.text,
+            task.split_steps(g.text),
+            _answer(task, g.text),
+            bool(ok),
+            iteration,
+            {'round': r, 'n_tokens': g.n_tokens, 'finished': g.finished},
+        )
+        for (p, r, g), ok in zip(rows, correct)
+    ]
 
 # %% ../nbs/04_sample.ipynb #4258e5e7
-def _rounds_path(out_path: FilePath) -> FilePath: return out_path.with_name(out_path.stem + '.rounds.jsonl')
+def _rounds_path(out_path: FilePath) -> FilePath:
+    return out_path.with_name(out_path.stem + '.rounds.jsonl')
+
 
 def _resume(out_path: FilePath, problems: list[Problem], mode: str) -> tuple[dict, int]:
     "Per-question tallies rebuilt from the paths and round log on disk, and the next round number."
     tallies = {p.id: _Tally() for p in problems}
     for path in read_jsonl(out_path, Path):
-        if path.problem_id in tallies: _count(path, tallies[path.problem_id], mode)
+        if path.problem_id in tallies:
+            _count(path, tallies[path.problem_id], mode)
     rounds = read_jsonl(_rounds_path(out_path))
     for r in rounds:
         for pid in (i for i in r['problem_ids'] if i in tallies):
-            tallies[pid].rounds += 1; tallies[pid].seconds += r['seconds'] / len(r['problem_ids'])
+            tallies[pid].rounds += 1
+            tallies[pid].seconds += r['seconds'] / len(r['problem_ids'])
     return tallies, max((r['round'] + 1 for r in rounds), default=0)
 
 # %% ../nbs/04_sample.ipynb #e58ed823
@@ -294,13 +400,23 @@ def _sample_round(task, backend, batch, tallies, quotas, mode, config, out_path,
     kept = [p for p in paths if _admit(p, tallies[p.problem_id], quotas, mode, config.edit_threshold)]
     append_jsonl(out_path, kept)
     seconds = time.perf_counter() - t0
-    append_jsonl(_rounds_path(out_path), [{'round': round_no, 'seconds': seconds, 'problem_ids': [p.id for p in batch]}])
-    for p in batch: tallies[p.id].rounds += 1; tallies[p.id].seconds += seconds / len(batch)
+    append_jsonl(
+        _rounds_path(out_path), [{'round': round_no, 'seconds': seconds, 'problem_ids': [p.id for p in batch]}]
+    )
+    for p in batch:
+        tallies[p.id].rounds += 1
+        tallies[p.id].seconds += seconds / len(batch)
     return len(kept)
 
 # %% ../nbs/04_sample.ipynb #084cb1f9
-def sample_paths(task: Task, backend, problems: list[Problem], config: SampleConfig | None = None,
-                 out_path='samples.jsonl', iteration: int = 1) -> list[Path]:
+def sample_paths(
+    task: Task,
+    backend,
+    problems: list[Problem],
+    config: SampleConfig | None = None,
+    out_path='samples.jsonl',
+    iteration: int = 1,
+) -> list[Path]:
     "Sample, judge, dedup and keep paths of `problems` to quotas, appending to `out_path`; resumes from what is there."
     config, problems, out_path = config or SampleConfig(), list(problems), FilePath(out_path)
     _check_sample_args(problems, config, iteration)
@@ -308,12 +424,15 @@ def sample_paths(task: Task, backend, problems: list[Problem], config: SampleCon
     quotas = (quota(config.n_pos, config.quota_decay, iteration), quota(config.n_neg, config.quota_decay, iteration))
     tallies, round_no = _resume(out_path, problems, mode)
     pending = [p for p in problems if not _done(tallies[p.id], quotas, config)]
-    with tqdm(total=len(problems), initial=len(problems) - len(pending), desc=f'sample iter {iteration}', unit='q') as bar:
+    with tqdm(
+        total=len(problems), initial=len(problems) - len(pending), desc=f'sample iter {iteration}', unit='q'
+    ) as bar:
         while pending:
-            batch, rest = pending[:config.questions_per_round], pending[config.questions_per_round:]
+            batch, rest = pending[: config.questions_per_round], pending[config.questions_per_round :]
             _sample_round(task, backend, batch, tallies, quotas, mode, config, out_path, iteration, round_no)
             still = [p for p in batch if not _done(tallies[p.id], quotas, config)]
-            bar.update(len(batch) - len(still)); bar.set_postfix(pos=sum(t.pos for t in tallies.values()), neg=sum(t.neg for t in tallies.values()))
+            bar.update(len(batch) - len(still))
+            bar.set_postfix(pos=sum(t.pos for t in tallies.values()), neg=sum(t.neg for t in tallies.values()))
             pending, round_no = still + rest, round_no + 1
     return _finish(out_path, problems, tallies, quotas)
 

@@ -4,7 +4,26 @@
 
 # %% ../nbs/02_sandbox.ipynb #a898f9ae
 from __future__ import annotations
-import atexit, ctypes, itertools, json, logging, math, os, queue, resource, secrets, select, shutil, signal, struct, subprocess, sys, tempfile, threading, time, traceback
+import atexit
+import ctypes
+import itertools
+import json
+import logging
+import math
+import os
+import queue
+import resource
+import secrets
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path as FilePath
 import sipf
@@ -20,14 +39,17 @@ __all__ = ['log', 'ISOLATIONS', 'CheckResult', 'SandboxConfig', 'sandbox_config'
 @dataclass
 class CheckResult:
     "The verdict of running one program."
+
     passed: bool  # True only if the program ran to its end without an exception
     status: str  # passed | failed | timeout | memory | output | error
     detail: str  # one line: the exception, the limit hit, or the sandbox problem
     seconds: float  # wall-clock time of the check
 
+
 @dataclass
 class SandboxConfig:
     "Limits of each check and how checks are isolated."
+
     timeout: float = 10.0  # wall-clock seconds per check; the check and all its processes are killed after
     cpu_seconds: float | None = None  # CPU-time limit per process; None = timeout + 1
     memory_mb: int = 1024  # address-space limit per process (RLIMIT_AS)
@@ -35,6 +57,7 @@ class SandboxConfig:
     max_output_bytes: int = 1_000_000  # largest stdout+stderr (and any file) a check may write
     tmp_mb: int = 256  # size of each worker's private tmpfs /tmp
     isolation: str = 'auto'  # 'auto' (strongest available, else fail) | 'namespaces' | 'rlimits' (weaker, opt-in)
+
 
 def sandbox_config(**limits) -> SandboxConfig:
     "A `SandboxConfig` from keyword limits, naming any unknown key."
@@ -45,34 +68,56 @@ def sandbox_config(**limits) -> SandboxConfig:
 class SandboxUnavailable(RuntimeError):
     "No isolation mechanism is available and the weaker mode was not asked for."
 
+
 ISOLATIONS = ('auto', 'namespaces', 'rlimits')
+
 
 def _worker_command(isolation: str) -> list[str]:
     "The command that starts one worker: python, inside fresh namespaces unless `rlimits`."
-    boot = (f"import sys; sys.path.insert(0, {str(FilePath(sipf.__file__).parent.parent)!r}); "
-            "from sipf.sandbox import _serve; _serve()")
+    boot = (
+        f"import sys; sys.path.insert(0, {str(FilePath(sipf.__file__).parent.parent)!r}); "
+        "from sipf.sandbox import _serve; _serve()"
+    )
     python = [sys.executable, '-I', '-c', boot]
-    if isolation == 'rlimits': return python
+    if isolation == 'rlimits':
+        return python
     user = [] if os.geteuid() == 0 else ['--user', '--map-root-user']
-    return ['unshare', *user, '--mount', '--net', '--pid', '--ipc', '--uts', '--fork', '--kill-child', '--mount-proc', *python]
+    return [
+        'unshare',
+        *user,
+        '--mount',
+        '--net',
+        '--pid',
+        '--ipc',
+        '--uts',
+        '--fork',
+        '--kill-child',
+        '--mount-proc',
+        *python,
+    ]
 
 # %% ../nbs/02_sandbox.ipynb #d4221a77
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_MOUNT_SETATTR, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY, _MS_RDONLY, _MS_REMOUNT, _MS_BIND = 442, 0x8000, 1, 1, 32, 4096
 
+
 def _libc_call(name: str, *args):
     "Call libc `name`; raise OSError naming it on failure."
     if getattr(_libc, name)(*args) != 0:
-        err = ctypes.get_errno(); raise OSError(err, f'{name}{args[:2]}: {os.strerror(err)}')
+        err = ctypes.get_errno()
+        raise OSError(err, f'{name}{args[:2]}: {os.strerror(err)}')
+
 
 def _make_readonly():
     "Make every mount of this mount namespace read-only."
     attr = ctypes.create_string_buffer(struct.pack('QQQQ', _MOUNT_ATTR_RDONLY, 0, 0, 0))
-    if _libc.syscall(_SYS_MOUNT_SETATTR, -100, b'/', _AT_RECURSIVE, attr, 32) == 0: return
+    if _libc.syscall(_SYS_MOUNT_SETATTR, -100, b'/', _AT_RECURSIVE, attr, 32) == 0:
+        return
     for line in reversed(open('/proc/self/mountinfo').read().splitlines()):  # kernels before 5.12
         point, opts = line.split()[4], line.split()[5].split(',')
         flags = sum(f for o, f in [('nosuid', 2), ('nodev', 4), ('noexec', 8), ('relatime', 1 << 21)] if o in opts)
         _libc_call('mount', None, point.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags, None)
+
 
 def _lock_filesystem(tmp_mb: int):
     "Read-only everything, then private writable tmpfs on /tmp and /dev/shm; check that it holds."
@@ -87,53 +132,86 @@ def _set_limits(cfg: dict):
     "Hard per-process limits of a check child."
     cpu = math.ceil(cfg['cpu_seconds'] or cfg['timeout'] + 1)
     mem, out = cfg['memory_mb'] << 20, cfg['max_output_bytes']
-    for res, soft, hard in [(resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, mem, mem),
-                            (resource.RLIMIT_NPROC, cfg['max_processes'], cfg['max_processes']),
-                            (resource.RLIMIT_FSIZE, out, out), (resource.RLIMIT_CORE, 0, 0),
-                            (resource.RLIMIT_NOFILE, 256, 256)]:
+    for res, soft, hard in [
+        (resource.RLIMIT_CPU, cpu, cpu + 1),
+        (resource.RLIMIT_AS, mem, mem),
+        (resource.RLIMIT_NPROC, cfg['max_processes'], cfg['max_processes']),
+        (resource.RLIMIT_FSIZE, out, out),
+        (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_NOFILE, 256, 256),
+    ]:
         resource.setrlimit(res, (soft, hard))
+
 
 def _capset(caps: int):
     "Set the effective, permitted and inheritable capabilities of this process to the bit mask `caps`."
     _libc_call('capset', struct.pack('Ii', 0x20080522, 0), struct.pack('III', caps, caps, caps) + bytes(12))
 
+
 def _drop_privileges(uid: int | None):
     "Become unprivileged: `uid` keeping only CAP_DAC_READ_SEARCH (host root), or no capability (user-namespace root)."
     keep = 2 if uid is not None else None  # CAP_DAC_READ_SEARCH
     for cap in range(64):
-        if cap != keep: _libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+        if cap != keep:
+            _libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
     if uid is not None:
         _libc_call('prctl', 8, 1, 0, 0, 0)  # PR_SET_KEEPCAPS, for the setresuid below
-        os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
-        _capset(1 << keep); _libc_call('prctl', 47, 2, keep, 0, 0)  # ...and through exec: PR_CAP_AMBIENT_RAISE
-    else: _capset(0)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        _capset(1 << keep)
+        _libc_call('prctl', 47, 2, keep, 0, 0)  # ...and through exec: PR_CAP_AMBIENT_RAISE
+    else:
+        _capset(0)
     _libc_call('prctl', 38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: set-uid programs don't elevate
 
 # %% ../nbs/02_sandbox.ipynb #6754064e
 def _isolate_child(result_fd: int, out_fd: int, workdir: str):
     "Point the child's stdio at the output file, close every other descriptor, enter `workdir`."
     os.setsid()
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0); os.dup2(out_fd, 1); os.dup2(out_fd, 2)
-    os.closerange(3, result_fd); os.closerange(result_fd + 1, 1 << 16)
-    os.chdir(workdir); os.environ.update(HOME=workdir, TMPDIR=workdir); sys.argv = ['program']
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.closerange(3, result_fd)
+    os.closerange(result_fd + 1, 1 << 16)
+    os.chdir(workdir)
+    os.environ.update(HOME=workdir, TMPDIR=workdir)
+    sys.argv = ['program']
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ): signal.signal(sig, signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
 
-def _run_child(program: str, nonce: bytes, result_fd: int, cfg: dict, uid: int | None,
-               _exit=os._exit, _write=os.write, _getpid=os.getpid):
+
+def _run_child(
+    program: str,
+    nonce: bytes,
+    result_fd: int,
+    cfg: dict,
+    uid: int | None,
+    _exit=os._exit,
+    _write=os.write,
+    _getpid=os.getpid,
+):
     "The check child: limit, run `program`, and write `nonce` only if it ran to its end. Never returns."
     ran, me = False, _getpid()
     try:
-        _set_limits(cfg); _drop_privileges(uid)
+        _set_limits(cfg)
+        _drop_privileges(uid)
         exec(compile(program, '<program>', 'exec'), {'__name__': '__main__', '__builtins__': __builtins__})
-        sys.stdout.flush(); sys.stderr.flush(); ran = True
+        sys.stdout.flush()
+        sys.stderr.flush()
+        ran = True
     except BaseException as e:
         try:
-            if _getpid() == me: _write(result_fd, f'{type(e).__name__}: {e}'.encode()[:300])
-            traceback.print_exc(limit=-3); sys.stderr.flush()
-        except BaseException: pass
+            if _getpid() == me:
+                _write(result_fd, f'{type(e).__name__}: {e}'.encode()[:300])
+            traceback.print_exc(limit=-3)
+            sys.stderr.flush()
+        except BaseException:
+            pass
     finally:
-        if ran and _getpid() == me: _write(result_fd, nonce)
+        if ran and _getpid() == me:
+            _write(result_fd, nonce)
         _exit(0 if ran else 1)
 
 # %% ../nbs/02_sandbox.ipynb #474131a5
@@ -141,30 +219,43 @@ def _descendants() -> list[int]:
     "Pids of all descendants of this process (from /proc)."
     parent = {}
     for d in os.listdir('/proc'):
-        try: parent[int(d)] = int(open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[1])
-        except (ValueError, OSError, IndexError): pass
+        try:
+            parent[int(d)] = int(open(f'/proc/{d}/stat').read().rsplit(')', 1)[1].split()[1])
+        except (ValueError, OSError, IndexError):
+            pass
     found, frontier = [], [os.getpid()]
-    while frontier: frontier = [p for p, pp in parent.items() if pp in frontier]; found += frontier
+    while frontier:
+        frontier = [p for p, pp in parent.items() if pp in frontier]
+        found += frontier
     return found
+
 
 def _kill_all(pid: int):
     "Kill the check `pid` and every process it started; reap them all."
     for _ in range(100):
         rest = _descendants()
         for p in ([-1] if os.getpid() == 1 else []) + rest:
-            try: os.kill(p, signal.SIGKILL)
-            except ProcessLookupError: pass
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         while True:
             try:
-                if os.waitpid(-1, os.WNOHANG if rest else 0)[0] == 0: break
-            except ChildProcessError: break
-        if not rest: return
+                if os.waitpid(-1, os.WNOHANG if rest else 0)[0] == 0:
+                    break
+            except ChildProcessError:
+                break
+        if not rest:
+            return
+
 
 def _wait(pid: int, timeout: float) -> int | None:
     "Wait up to `timeout` s for child `pid`; its wait status, or None if still running."
     fd = os.pidfd_open(pid)
-    try: select.select([fd], [], [], timeout)
-    finally: os.close(fd)
+    try:
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
     done, status = os.waitpid(pid, os.WNOHANG)
     return status if done else None
 
@@ -172,57 +263,88 @@ def _wait(pid: int, timeout: float) -> int | None:
 def _verdict(status: int | None, token: bytes, nonce: bytes, output: str, cfg: dict) -> tuple[str, str]:
     "Status and detail of a check from its wait status, result pipe and output tail."
     last = output.strip().splitlines()[-1][:300] if output.strip() else ''
-    if status is None: return 'timeout', f"wall-clock limit of {cfg['timeout']}s"
+    if status is None:
+        return 'timeout', f"wall-clock limit of {cfg['timeout']}s"
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    if sig == signal.SIGXFSZ: return 'output', f"wrote more than {cfg['max_output_bytes']} bytes"
-    if sig in (signal.SIGXCPU, signal.SIGKILL): return 'timeout', 'CPU-time limit'
-    if sig: return 'failed', f'killed by {signal.Signals(sig).name}'
-    if os.WEXITSTATUS(status) == 0 and token == nonce: return 'passed', ''
-    if token.startswith(b'MemoryError'): return 'memory', f"memory limit of {cfg['memory_mb']} MB"
-    if token: return 'failed', token.decode(errors='replace')
-    return 'failed', f'exited with status {os.WEXITSTATUS(status)} before the tests finished' + (f' ({last})' if last else '')
+    if sig == signal.SIGXFSZ:
+        return 'output', f"wrote more than {cfg['max_output_bytes']} bytes"
+    if sig in (signal.SIGXCPU, signal.SIGKILL):
+        return 'timeout', 'CPU-time limit'
+    if sig:
+        return 'failed', f'killed by {signal.Signals(sig).name}'
+    if os.WEXITSTATUS(status) == 0 and token == nonce:
+        return 'passed', ''
+    if token.startswith(b'MemoryError'):
+        return 'memory', f"memory limit of {cfg['memory_mb']} MB"
+    if token:
+        return 'failed', token.decode(errors='replace')
+    return 'failed', f'exited with status {os.WEXITSTATUS(status)} before the tests finished' + (
+        f' ({last})' if last else ''
+    )
 
 # %% ../nbs/02_sandbox.ipynb #d5e63b33
 def _clear_dir(path: str):
     "Remove everything inside `path`."
     for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False): shutil.rmtree(entry.path, ignore_errors=True)
-        else: os.unlink(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            os.unlink(entry.path)
+
 
 def _check_one(req: dict, n: int, uid: int | None, base: str) -> dict:
     "Run one check request inside the worker (private dirs under `base`); the reply as a dict."
     workdir, out_path, nonce = f'{base}/check{n}', f'{base}/.out{n}', secrets.token_hex(16).encode()
     os.mkdir(workdir, 0o700)
-    if uid is not None: os.chown(workdir, uid, uid)
+    if uid is not None:
+        os.chown(workdir, uid, uid)
     out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    r, w = os.pipe(); start = time.monotonic()
-    sys.stdout.flush(); sys.stderr.flush()
+    r, w = os.pipe()
+    start = time.monotonic()
+    sys.stdout.flush()
+    sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        try: _isolate_child(w, out_fd, workdir); _run_child(req['program'], nonce, w, req, uid)
-        finally: os._exit(1)
-    os.close(w); os.close(out_fd)
+        try:
+            _isolate_child(w, out_fd, workdir)
+            _run_child(req['program'], nonce, w, req, uid)
+        finally:
+            os._exit(1)
+    os.close(w)
+    os.close(out_fd)
     status = _wait(pid, req['timeout'])
-    _kill_all(pid); seconds = time.monotonic() - start
-    token = os.read(r, 400); os.close(r)
-    with open(out_path, 'rb') as f: f.seek(max(0, os.path.getsize(out_path) - 2000)); output = f.read().decode(errors='replace')
-    for d in {base, '/dev/shm'} if base == '/tmp' else {base}: _clear_dir(d)
+    _kill_all(pid)
+    seconds = time.monotonic() - start
+    token = os.read(r, 400)
+    os.close(r)
+    with open(out_path, 'rb') as f:
+        f.seek(max(0, os.path.getsize(out_path) - 2000))
+        output = f.read().decode(errors='replace')
+    for d in {base, '/dev/shm'} if base == '/tmp' else {base}:
+        _clear_dir(d)
     status, detail = _verdict(status, token, nonce, output, req)
     return dict(passed=status == 'passed', status=status, detail=detail, seconds=seconds)
 
 # %% ../nbs/02_sandbox.ipynb #16f576bd
-_PREIMPORT = ('math re collections itertools functools heapq bisect string typing random copy operator fractions '
-              'decimal statistics hashlib datetime json cmath array textwrap unittest').split()
+_PREIMPORT = (
+    'math re collections itertools functools heapq bisect string typing random copy operator fractions '
+    'decimal statistics hashlib datetime json cmath array textwrap unittest'
+).split()
+
 
 def _serve():
     "Worker main loop: set up isolation, then answer one JSON check request per line."
     proto_in, proto_out = os.fdopen(os.dup(0), 'rb'), os.dup(1)
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0); os.dup2(2, 1)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(2, 1)
     setup = json.loads(proto_in.readline())
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-    _libc.prctl(36, 1, 0, 0, 0); _libc.prctl(4, 0, 0, 0, 0)  # child subreaper; not dumpable
-    if setup['isolation'] == 'namespaces': _lock_filesystem(setup['tmp_mb'])
-    for m in _PREIMPORT: __import__(m)
+    _libc.prctl(36, 1, 0, 0, 0)
+    _libc.prctl(4, 0, 0, 0, 0)  # child subreaper; not dumpable
+    if setup['isolation'] == 'namespaces':
+        _lock_filesystem(setup['tmp_mb'])
+    for m in _PREIMPORT:
+        __import__(m)
     os.write(proto_out, b'{"ready": true}\n')
     for n, line in enumerate(proto_in):
         os.write(proto_out, json.dumps(_check_one(json.loads(line), n, setup['uid'], setup['base'])).encode() + b'\n')
@@ -230,8 +352,10 @@ def _serve():
 # %% ../nbs/02_sandbox.ipynb #ab2ef7c2
 _WORKER_IDS = itertools.count()
 
+
 class _Worker:
     "One long-lived sandbox worker process, seen from the host."
+
     def __init__(self, isolation: str, tmp_mb: int = 256):
         self.isolation, self.tmp_mb, self.proc, self.base, self.owner = isolation, tmp_mb, None, None, os.getpid()
         self.uid = 200_000 + (os.getpid() % 100_000) * 64 + next(_WORKER_IDS) % 64 if os.geteuid() == 0 else None
@@ -239,50 +363,68 @@ class _Worker:
     def start(self):
         "Start the worker and wait until it is isolated and ready; SandboxUnavailable if it cannot be."
         self.err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(_worker_command(self.isolation), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err)
+        self.proc = subprocess.Popen(
+            _worker_command(self.isolation), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err
+        )
         self.base = tempfile.mkdtemp(prefix='sipf-sandbox-') if self.isolation == 'rlimits' else None
-        if self.base: os.chmod(self.base, 0o711)
+        if self.base:
+            os.chmod(self.base, 0o711)
         self._send(dict(isolation=self.isolation, tmp_mb=self.tmp_mb, uid=self.uid, base=self.base or '/tmp'))
         if self._receive(30) != {'ready': True}:
-            why = self._last_error(); self.close()
+            why = self._last_error()
+            self.close()
             raise SandboxUnavailable(f"{self.isolation} sandbox worker failed to start: {why}")
         return self
 
     def _last_error(self) -> str:
         "The last line the worker wrote to stderr."
-        self.err.seek(0); lines = self.err.read().decode(errors='replace').strip().splitlines()
+        self.err.seek(0)
+        lines = self.err.read().decode(errors='replace').strip().splitlines()
         return lines[-1] if lines else 'no reason given'
 
     def _send(self, msg: dict):
-        self.proc.stdin.write(json.dumps(msg).encode() + b'\n'); self.proc.stdin.flush()
+        self.proc.stdin.write(json.dumps(msg).encode() + b'\n')
+        self.proc.stdin.flush()
 
     def _receive(self, timeout: float) -> dict | None:
-        if not select.select([self.proc.stdout], [], [], timeout)[0]: return None
+        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            return None
         line = self.proc.stdout.readline()
         return json.loads(line) if line else None
 
     def check(self, program: str, cfg: SandboxConfig) -> CheckResult:
         "Check one program; an `error` result (and a fresh worker next time) if the worker fails."
-        if self.proc is None or self.proc.poll() is not None: self.close(); self.start()
+        if self.proc is None or self.proc.poll() is not None:
+            self.close()
+            self.start()
         try:
             self._send(dict(asdict(cfg), program=program))
             reply = self._receive(cfg.timeout + 10)
-        except (OSError, ValueError): reply = None
+        except (OSError, ValueError):
+            reply = None
         if reply is None:
-            why = self._last_error(); self.close(); log.warning('sandbox worker failed during a check: %s', why)
+            why = self._last_error()
+            self.close()
+            log.warning('sandbox worker failed during a check: %s', why)
             return CheckResult(False, 'error', f'sandbox worker stopped answering: {why}', cfg.timeout)
         return CheckResult(**reply)
 
     def close(self):
         "Kill the worker (and with it every process of its namespaces)."
-        if self.proc and self.proc.poll() is None: self.proc.kill()
-        if self.proc: self.proc.wait(); self.proc.stdin.close(); self.proc.stdout.close()
-        if self.base: shutil.rmtree(self.base, ignore_errors=True)
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc:
+            self.proc.wait()
+            self.proc.stdin.close()
+            self.proc.stdout.close()
+        if self.base:
+            shutil.rmtree(self.base, ignore_errors=True)
         self.proc = self.base = None
 
 # %% ../nbs/02_sandbox.ipynb #8de4100e
 _IDLE: dict[tuple, list[_Worker]] = {}
 _IDLE_LOCK = threading.Lock()
+
 
 def _take_workers(isolation: str, tmp_mb: int, n: int) -> list[_Worker]:
     "`n` workers: idle ones from the pool first, new (not yet started) ones for the rest."
@@ -292,80 +434,120 @@ def _take_workers(isolation: str, tmp_mb: int, n: int) -> list[_Worker]:
         taken = [idle.pop() for _ in range(min(n, len(idle)))]
     return taken + [_Worker(isolation, tmp_mb) for _ in range(n - len(taken))]
 
+
 def _give_back(workers: list[_Worker]):
     "Return live workers to the pool."
     with _IDLE_LOCK:
         for w in workers:
-            if w.proc is not None and w.proc.poll() is None: _IDLE.setdefault((w.isolation, w.tmp_mb), []).append(w)
+            if w.proc is not None and w.proc.poll() is None:
+                _IDLE.setdefault((w.isolation, w.tmp_mb), []).append(w)
+
 
 def close_workers():
     "Stop every idle sandbox worker started by this process."
-    with _IDLE_LOCK: workers = [w for ws in _IDLE.values() for w in ws]; _IDLE.clear()
+    with _IDLE_LOCK:
+        workers = [w for ws in _IDLE.values() for w in ws]
+        _IDLE.clear()
     for w in workers:
-        if w.owner == os.getpid(): w.close()
+        if w.owner == os.getpid():
+            w.close()
+
 
 atexit.register(close_workers)
 
 # %% ../nbs/02_sandbox.ipynb #120d6304
 _PROBED: dict = {}
 
+
 def resolve_isolation(isolation: str = 'auto') -> str:
     "The isolation to use: `isolation`, or for 'auto' `$SIPF_SANDBOX` or namespaces if they work here."
-    if isolation == 'auto': isolation = os.environ.get('SIPF_SANDBOX', 'auto')
-    if isolation not in ISOLATIONS: raise ValueError(f"unknown sandbox isolation '{isolation}' (use one of {ISOLATIONS})")
+    if isolation == 'auto':
+        isolation = os.environ.get('SIPF_SANDBOX', 'auto')
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"unknown sandbox isolation '{isolation}' (use one of {ISOLATIONS})")
     if isolation == 'rlimits' and not _PROBED.get('warned'):
-        _PROBED['warned'] = True; log.warning('sandbox: rlimits mode - checks can write host files and reach the network')
-    if isolation != 'auto': return isolation
-    if 'why' not in _PROBED: _PROBED['why'] = _probe_namespaces()
-    if _PROBED['why']: raise SandboxUnavailable(
-        f"no sandbox isolation here ({_PROBED['why']}). It needs Linux namespaces through util-linux `unshare`, as root "
-        "or with unprivileged user namespaces enabled. To run with limits only (no file-system or network isolation) "
-        "pass isolation='rlimits' or set SIPF_SANDBOX=rlimits.")
+        _PROBED['warned'] = True
+        log.warning('sandbox: rlimits mode - checks can write host files and reach the network')
+    if isolation != 'auto':
+        return isolation
+    if 'why' not in _PROBED:
+        _PROBED['why'] = _probe_namespaces()
+    if _PROBED['why']:
+        raise SandboxUnavailable(
+            f"no sandbox isolation here ({_PROBED['why']}). It needs Linux namespaces through util-linux `unshare`, as root "
+            "or with unprivileged user namespaces enabled. To run with limits only (no file-system or network isolation) "
+            "pass isolation='rlimits' or set SIPF_SANDBOX=rlimits."
+        )
     return 'namespaces'
+
 
 def _probe_namespaces() -> str:
     "'' if a namespaces worker starts and passes a trivial check here, else why not."
     w = _take_workers('namespaces', SandboxConfig.tmp_mb, 1)[0]
-    try: return '' if w.check('pass', SandboxConfig(timeout=5)).passed else 'a trivial check failed'
-    except (SandboxUnavailable, OSError) as e: return str(e)
-    finally: _give_back([w])
+    try:
+        return '' if w.check('pass', SandboxConfig(timeout=5)).passed else 'a trivial check failed'
+    except (SandboxUnavailable, OSError) as e:
+        return str(e)
+    finally:
+        _give_back([w])
 
 # %% ../nbs/02_sandbox.ipynb #9aa2a382
-def check_programs(programs: list[str], timeout: float = 10.0, n_workers: int | None = None, progress: bool = False,
-                   **limits) -> list[CheckResult]:
+def check_programs(
+    programs: list[str], timeout: float = 10.0, n_workers: int | None = None, progress: bool = False, **limits
+) -> list[CheckResult]:
     "Run each program (solution + tests) in the sandbox, `n_workers` at a time; one `CheckResult` each, in order."
     cfg = sandbox_config(timeout=timeout, **limits)
     bad = next((i for i, p in enumerate(programs) if not isinstance(p, str)), None)
-    if bad is not None: raise ValueError(f'program {bad} is a {type(programs[bad]).__name__}, not a str')
-    if not programs: return []
+    if bad is not None:
+        raise ValueError(f'program {bad} is a {type(programs[bad]).__name__}, not a str')
+    if not programs:
+        return []
     isolation, todo = resolve_isolation(cfg.isolation), queue.SimpleQueue()
-    for i in range(len(programs)): todo.put(i)
+    for i in range(len(programs)):
+        todo.put(i)
     from tqdm.auto import tqdm  # here, not at the top: workers import this module and should start fast
+
     results, errors = [None] * len(programs), []
     with tqdm(total=len(programs), disable=not progress, desc='sandbox', unit='check') as bar:
         workers = _take_workers(isolation, cfg.tmp_mb, max(1, min(n_workers or os.cpu_count() or 1, len(programs))))
-        threads = [threading.Thread(target=_drain, args=(w, cfg, programs, todo, results, bar, errors)) for w in workers]
-        for t in threads: t.start()
+        threads = [
+            threading.Thread(target=_drain, args=(w, cfg, programs, todo, results, bar, errors)) for w in workers
+        ]
+        for t in threads:
+            t.start()
         try:
-            for t in threads: t.join()
+            for t in threads:
+                t.join()
         except BaseException:  # e.g. KeyboardInterrupt: let the threads finish their current check and stop
             try:
-                while True: todo.get_nowait()
-            except queue.Empty: pass
-            for t in threads: t.join()
+                while True:
+                    todo.get_nowait()
+            except queue.Empty:
+                pass
+            for t in threads:
+                t.join()
             raise
-        finally: _give_back(workers)
-    if errors: raise errors[0]
+        finally:
+            _give_back(workers)
+    if errors:
+        raise errors[0]
     return results
+
 
 def _drain(worker: _Worker, cfg: SandboxConfig, programs, todo, results, bar, errors):
     "Thread body: check programs from `todo` on `worker` until it is empty."
     try:
         while True:
-            try: i = todo.get_nowait()
-            except queue.Empty: return
-            results[i] = worker.check(programs[i], cfg); bar.update()
-    except Exception as e: errors.append(e); worker.close()
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            results[i] = worker.check(programs[i], cfg)
+            bar.update()
+    except Exception as e:
+        errors.append(e)
+        worker.close()
+
 
 def check_program(program: str, **kw) -> CheckResult:
     "Run one program in the sandbox (see `check_programs` for the keywords)."

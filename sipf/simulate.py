@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Generator, Iterable
 from tqdm.auto import tqdm
-from .core import Path, Problem, StepLabels, append_jsonl, read_jsonl, text_id
+from .core import Path, StepLabels, append_jsonl, read_jsonl, text_id
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +21,16 @@ __all__ = ['log', 'ROLLOUT_STRATEGIES', 'STRATEGIES', 'SimulateConfig', 'hard_la
 ROLLOUT_STRATEGIES = ('exhaustive', 'early_stop', 'binary')  # spend simulator rollouts
 STRATEGIES = ROLLOUT_STRATEGIES + ('truth',)  # 'truth': the toy world's oracle, an upper bound for the labels
 
+
 @dataclass
 class SimulateConfig:
     "How Monte-Carlo step labels are spent and decided."
+
     n_rollouts: int = 8  # N: rollouts per step prefix (paper: 8)
     delta: int = 0  # a step is correct iff hits > delta (official code: 0)
-    strategy: str = 'exhaustive'  # 'exhaustive' (paper), 'early_stop', 'binary' (OmegaPRM), or 'truth' (toy world's oracle)
+    strategy: str = (
+        'exhaustive'  # 'exhaustive' (paper), 'early_stop', 'binary' (OmegaPRM), or 'truth' (toy world's oracle)
+    )
     temperature: float = 1.0  # rollout temperature (paper: 1.0 math, 0.7 code)
     max_new_tokens: int = 128  # cap on each rollout's length
     chunk_size: int = 1  # rollouts per prefix per round; early_stop/binary decide between rounds (1: most saving)
@@ -37,18 +41,23 @@ class SimulateConfig:
     trust_outcome: bool = True  # binary: a path with a right answer is all 1, no search (OmegaPRM)
 
     def __post_init__(self):
-        if self.strategy not in STRATEGIES: raise ValueError(f"unknown strategy '{self.strategy}'; known: {', '.join(STRATEGIES)}")
-        if self.n_rollouts < 1 or self.chunk_size < 1: raise ValueError("n_rollouts and chunk_size must be >= 1")
-        if not 0 <= self.delta < self.n_rollouts: raise ValueError(f"delta={self.delta} must be in [0, n_rollouts={self.n_rollouts})")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy '{self.strategy}'; known: {', '.join(STRATEGIES)}")
+        if self.n_rollouts < 1 or self.chunk_size < 1:
+            raise ValueError("n_rollouts and chunk_size must be >= 1")
+        if not 0 <= self.delta < self.n_rollouts:
+            raise ValueError(f"delta={self.delta} must be in [0, n_rollouts={self.n_rollouts})")
 
 # %% ../nbs/05_simulate.ipynb #78b667f6
 def hard_labels(hits: Iterable[int], delta: int = 0) -> list[int]:
     "Paper Eq. 2: step t is correct (1) iff more than `delta` of its rollouts hit."
     return [int(h > delta) for h in hits]
 
+
 def step_decided(hits: int, n: int, n_rollouts: int, delta: int = 0) -> bool:
     "Is the hard label of a step with `hits` of `n` rollouts fixed, whatever its remaining rollouts do?"
     return n >= n_rollouts or hits > delta or hits + (n_rollouts - n) <= delta
+
 
 def first_error(labels: list[int]) -> int:
     "Index of the first step labelled 0 (`len(labels)` when there is none)."
@@ -59,9 +68,12 @@ def search_first_zero(lo: int, hi: int) -> Generator[int, bool, int]:
     "Yield steps to probe in [lo, hi), receive their labels; return the first 0 of a monotone labelling."
     while lo < hi:
         mid = (lo + hi) // 2
-        if (yield mid): lo = mid + 1
-        else: hi = mid
+        if (yield mid):
+            lo = mid + 1
+        else:
+            hi = mid
     return lo
+
 
 def first_zero(oracle: Callable[[int], bool], lo: int, hi: int) -> tuple[int, list[int]]:
     "Run `search_first_zero` against `oracle`; return (first zero, probed steps)."
@@ -70,34 +82,45 @@ def first_zero(oracle: Callable[[int], bool], lo: int, hi: int) -> tuple[int, li
         while True:
             probed.append(search.send(label) if probed else next(search))
             label = oracle(probed[-1])
-    except StopIteration as stop: return stop.value, probed
+    except StopIteration as stop:
+        return stop.value, probed
 
 # %% ../nbs/05_simulate.ipynb #c0f4a85d
 def rollout_seed(seed: int, path_id: str, step: int, j: int) -> int:
     "The seed of rollout `j` from step `step` of path `path_id`: the same for every strategy."
     return int(text_id(str(seed), path_id, str(step), str(j)), 16) % 2**31
 
+
 def has_outcome_step(task, path: Path, config: SimulateConfig) -> bool:
     "Is the path's last step a final answer, to be labelled by the path's outcome?"
-    return bool(config.outcome_last and path.steps and task.kind == 'math'
-                and task.extract_answer(path.steps[-1]) is not None)
+    return bool(
+        config.outcome_last and path.steps and task.kind == 'math' and task.extract_answer(path.steps[-1]) is not None
+    )
 
 # %% ../nbs/05_simulate.ipynb #5dcb1258
 class _PathLabeller:
     "Monte-Carlo labelling state of one path under one strategy."
+
     def __init__(self, path: Path, outcome_step: bool, config: SimulateConfig):
         self.path, self.cfg, T = path, config, len(path.steps)
         self.hits, self.n, self.tokens, self.first = [0] * T, [0] * T, 0, None
         self.outcome_step = outcome_step
-        if outcome_step: self.hits[-1], self.n[-1] = config.n_rollouts * path.correct, config.n_rollouts
+        if outcome_step:
+            self.hits[-1], self.n[-1] = config.n_rollouts * path.correct, config.n_rollouts
         hi = T - 1 if outcome_step else T
-        if config.strategy != 'binary': self.active = set(range(hi))
-        elif outcome_step and path.correct and config.trust_outcome: self.active, self.first = set(), T
-        else: self.search = search_first_zero(0, hi); self._probe(None)
+        if config.strategy != 'binary':
+            self.active = set(range(hi))
+        elif outcome_step and path.correct and config.trust_outcome:
+            self.active, self.first = set(), T
+        else:
+            self.search = search_first_zero(0, hi)
+            self._probe(None)
 
     def _probe(self, label):
-        try: self.active = {next(self.search) if label is None else self.search.send(label)}
-        except StopIteration as stop: self.active, self.first = set(), stop.value
+        try:
+            self.active = {next(self.search) if label is None else self.search.send(label)}
+        except StopIteration as stop:
+            self.active, self.first = set(), stop.value
 
 # %% ../nbs/05_simulate.ipynb #9b1cbd29
 @dataclass
@@ -105,6 +128,7 @@ class _Request:
     labeller: _PathLabeller
     step: int  # 0-based step index: the prefix is steps[:step + 1]
     j: int  # rollout index within the step
+
 
 def _requests(self) -> list[_Request]:
     "The rollouts this path wants in the next round."
@@ -114,16 +138,24 @@ def _requests(self) -> list[_Request]:
         out += [_Request(self, t, j) for j in range(self.n[t], min(self.n[t] + k, cfg.n_rollouts))]
     return out
 
+
 def _record(self, t: int, hit: bool, n_tokens: int):
-    self.hits[t] += int(hit); self.n[t] += 1; self.tokens += n_tokens
+    self.hits[t] += int(hit)
+    self.n[t] += 1
+    self.tokens += n_tokens
+
 
 def _advance(self):
     "After a round: retire decided steps; binary search moves to its next probe."
     cfg = self.cfg
     for t in list(self.active):
-        if self.n[t] >= cfg.n_rollouts or (cfg.strategy != 'exhaustive' and step_decided(self.hits[t], self.n[t], cfg.n_rollouts, cfg.delta)):
+        if self.n[t] >= cfg.n_rollouts or (
+            cfg.strategy != 'exhaustive' and step_decided(self.hits[t], self.n[t], cfg.n_rollouts, cfg.delta)
+        ):
             self.active.discard(t)
-            if cfg.strategy == 'binary': self._probe(self.hits[t] > cfg.delta)
+            if cfg.strategy == 'binary':
+                self._probe(self.hits[t] > cfg.delta)
+
 
 _PathLabeller.requests, _PathLabeller.record, _PathLabeller.advance = _requests, _record, _advance
 _PathLabeller.done = property(lambda self: not self.active)
@@ -133,69 +165,116 @@ def _result(self) -> StepLabels:
     "The finished path's `StepLabels`."
     cfg, T = self.cfg, len(self.path.steps)
     labels = hard_labels(self.hits, cfg.delta) if self.first is None else [int(t < self.first) for t in range(T)]
-    if self.outcome_step: labels[-1] = int(self.path.correct)
-    return StepLabels(self.path.id, self.path.problem_id, list(self.hits), list(self.n), labels, cfg.strategy,
-                      cfg.delta, self.tokens, meta={'outcome_last': self.outcome_step})
+    if self.outcome_step:
+        labels[-1] = int(self.path.correct)
+    return StepLabels(
+        self.path.id,
+        self.path.problem_id,
+        list(self.hits),
+        list(self.n),
+        labels,
+        cfg.strategy,
+        cfg.delta,
+        self.tokens,
+        meta={'outcome_last': self.outcome_step},
+    )
+
 
 _PathLabeller.result = _result
 
 # %% ../nbs/05_simulate.ipynb #4802e680
 def _prefix(path: Path, t: int) -> str:
-    return '\n'.join(path.steps[:t + 1]) + '\n'
+    return '\n'.join(path.steps[: t + 1]) + '\n'
+
 
 def run_rollouts(task, backend, requests: list[_Request], config: SimulateConfig, round_seed: int = 0):
     "Generate and judge one rollout per request, recording hits and tokens on the requests' labellers."
-    if not requests: return
+    if not requests:
+        return
     problems = [task.by_id(r.labeller.path.problem_id) for r in requests]
-    prompts = [task.prompt(p, config.prompt_style) + _prefix(r.labeller.path, r.step) for p, r in zip(problems, requests)]
+    prompts = [
+        task.prompt(p, config.prompt_style) + _prefix(r.labeller.path, r.step) for p, r in zip(problems, requests)
+    ]
     seeds = [rollout_seed(config.seed, r.labeller.path.id, r.step, r.j) for r in requests]
-    gens = backend.generate(prompts, n=1, temperature=config.temperature, max_new_tokens=config.max_new_tokens,
-                            stop=list(task.stop), seed=seeds if getattr(backend, 'row_seeds', False) else config.seed + round_seed)
+    gens = backend.generate(
+        prompts,
+        n=1,
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        stop=list(task.stop),
+        seed=seeds if getattr(backend, 'row_seeds', False) else config.seed + round_seed,
+    )
     completions = [_prefix(r.labeller.path, r.step) + g[0].text for r, g in zip(requests, gens)]
-    for r, g, ok in zip(requests, gens, task.judge(problems, completions)): r.labeller.record(r.step, ok, g[0].n_tokens)
+    for r, g, ok in zip(requests, gens, task.judge(problems, completions)):
+        r.labeller.record(r.step, ok, g[0].n_tokens)
 
 # %% ../nbs/05_simulate.ipynb #2ee38cd2
 def _resume(task, out_path, paths: list[Path]) -> tuple[dict, list[Path]]:
     "Labels already in `out_path`, and the paths (deduplicated by id) still to label."
     ids = {p.problem_id for p in paths}
     known = {p.id for p in task.problems}
-    if bad := sorted(ids - known): raise KeyError(f"path of problem '{bad[0]}' not in task {task.name!r}")
+    if bad := sorted(ids - known):
+        raise KeyError(f"path of problem '{bad[0]}' not in task {task.name!r}")
     done = {r.path_id: r for r in read_jsonl(out_path, StepLabels)} if out_path else {}
     return done, list({p.id: p for p in paths if p.id not in done}.values())
+
 
 def _in_order(done: dict, paths: list[Path]) -> list[StepLabels]:
     "The labels of `paths` in input order (each id once)."
     return [done[i] for i in dict.fromkeys(p.id for p in paths) if i in done]
 
+
 def _truth_labels(task, paths, config, done, queue, out_path) -> list[StepLabels]:
     "The toy world's oracle: step t is 1 iff it and every step before it are right (no rollouts, no tokens)."
-    if not hasattr(task, 'step_truth'): raise ValueError(f"strategy 'truth' needs a task that knows each step's truth (arith), not {task.name!r}")
+    if not hasattr(task, 'step_truth'):
+        raise ValueError(f"strategy 'truth' needs a task that knows each step's truth (arith), not {task.name!r}")
     new = []
     for p in queue:
         t = [int(x) for x in task.step_truth(task.by_id(p.problem_id), p.text, cumulative=True)]
-        if len(t) != len(p.steps): raise ValueError(f"path {p.id}: {len(p.steps)} steps but the truth has {len(t)}")
-        new.append(StepLabels(p.id, p.problem_id, [config.n_rollouts * x for x in t], [config.n_rollouts] * len(t), t, 'truth', config.delta))
-    if out_path and new: append_jsonl(out_path, new)
+        if len(t) != len(p.steps):
+            raise ValueError(f"path {p.id}: {len(p.steps)} steps but the truth has {len(t)}")
+        new.append(
+            StepLabels(
+                p.id,
+                p.problem_id,
+                [config.n_rollouts * x for x in t],
+                [config.n_rollouts] * len(t),
+                t,
+                'truth',
+                config.delta,
+            )
+        )
+    if out_path and new:
+        append_jsonl(out_path, new)
     done.update({r.path_id: r for r in new})
     return _in_order(done, paths)
 
-def label_paths(task, backend, paths: list[Path], config: SimulateConfig | None = None, out_path=None) -> list[StepLabels]:
+
+def label_paths(
+    task, backend, paths: list[Path], config: SimulateConfig | None = None, out_path=None
+) -> list[StepLabels]:
     "Monte-Carlo step labels for `paths` (input order), appended to `out_path` as each path finishes."
     config = config or SimulateConfig()
     done, queue = _resume(task, out_path, paths)
-    if config.strategy == 'truth': return _truth_labels(task, paths, config, done, queue, out_path)
+    if config.strategy == 'truth':
+        return _truth_labels(task, paths, config, done, queue, out_path)
     queue.reverse()
     pool, rnd, n_todo, n_done = [], 0, len(queue), len({p.id for p in paths} & set(done))
     with tqdm(total=n_done + len(queue), initial=n_done, desc=f'simulate ({config.strategy})', unit='path') as bar:
         while queue or pool:
             while queue and len(pool) < config.batch_paths:
-                p = queue.pop(); pool.append(_PathLabeller(p, has_outcome_step(task, p, config), config))
-            run_rollouts(task, backend, [r for lab in pool for r in lab.requests()], config, rnd); rnd += 1
-            for lab in pool: lab.advance()
+                p = queue.pop()
+                pool.append(_PathLabeller(p, has_outcome_step(task, p, config), config))
+            run_rollouts(task, backend, [r for lab in pool for r in lab.requests()], config, rnd)
+            rnd += 1
+            for lab in pool:
+                lab.advance()
             finished = [lab.result() for lab in pool if lab.done]
             pool = [lab for lab in pool if not lab.done]
-            if out_path and finished: append_jsonl(out_path, finished)
-            done.update({r.path_id: r for r in finished}); bar.update(len(finished))
+            if out_path and finished:
+                append_jsonl(out_path, finished)
+            done.update({r.path_id: r for r in finished})
+            bar.update(len(finished))
     log.info("labelled %d paths (%s) in %d rounds; %d were done already", n_todo, config.strategy, rnd, n_done)
     return _in_order(done, paths)
 

@@ -4,7 +4,15 @@
 
 # %% ../nbs/01_tasks.ipynb #255179f2
 from __future__ import annotations
-import ast, csv, gzip, inspect, itertools, json, logging, re, warnings
+import ast
+import csv
+import gzip
+import inspect
+import itertools
+import json
+import logging
+import re
+import warnings
 from fractions import Fraction
 from pathlib import Path as FilePath
 from typing import Callable, Iterable
@@ -23,68 +31,103 @@ __all__ = ['log', 'TASKS', 'INSTRUCT_TEMPLATE', 'COT_EXEMPLARS', 'MMLU_MATH_SUBJ
 # %% ../nbs/01_tasks.ipynb #798e48fa
 class Task:
     "Base class of all tasks: subclasses set `name`, `kind`, `problems` and override the methods."
+
     name: str = 'task'
     kind: str = 'math'  # 'math' (accuracy) or 'code' (pass@1)
     stop: list[str] = []  # generation stop strings
 
-    def __init__(self, problems: list[Problem]): self.problems = list(problems)
-    def __len__(self): return len(self.problems)
-    def __repr__(self): return f"{type(self).__name__}({self.name!r}, {len(self)} problems)"
-    def prompt(self, problem: Problem, style: str = 'instruct') -> str: raise NotImplementedError
-    def split_steps(self, text: str) -> list[str]: raise NotImplementedError
-    def extract_answer(self, text: str) -> str | None: raise NotImplementedError
-    def is_correct(self, problem: Problem, completion: str) -> bool: raise NotImplementedError
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+
+    def __len__(self):
+        return len(self.problems)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r}, {len(self)} problems)"
+
+    def prompt(self, problem: Problem, style: str = 'instruct') -> str:
+        raise NotImplementedError
+
+    def split_steps(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def extract_answer(self, text: str) -> str | None:
+        raise NotImplementedError
+
+    def is_correct(self, problem: Problem, completion: str) -> bool:
+        raise NotImplementedError
+
     def judge(self, problems: list[Problem], completions: list[str]) -> list[bool]:
         "Outcome of each completion; code tasks override this to run checks in parallel."
         return [self.is_correct(p, c) for p, c in zip(problems, completions)]
+
     def by_id(self, problem_id: str) -> Problem:
         "The problem with this id."
-        if not hasattr(self, '_by_id'): self._by_id = {p.id: p for p in self.problems}
+        if not hasattr(self, '_by_id'):
+            self._by_id = {p.id: p for p in self.problems}
         return self._by_id[problem_id]
 
 # %% ../nbs/01_tasks.ipynb #ec5bd28d
 TASKS: dict[str, Callable[..., Task]] = {}
 
+
 def register_task(name: str):
     "Decorator: register `loader(path=None, split='test', **options) -> Task` under `name`."
+
     def deco(loader):
         TASKS[name] = loader
         return loader
+
     return deco
+
 
 def load_task(name: str, path=None, split: str = 'test', **options) -> Task:
     "Load task `name` from the hub (`path=None`) or from local files at `path`."
-    if name not in TASKS: raise ValueError(f"unknown task '{name}'{closest(name, TASKS)}; known: {', '.join(sorted(TASKS))}")
+    if name not in TASKS:
+        raise ValueError(f"unknown task '{name}'{closest(name, TASKS)}; known: {', '.join(sorted(TASKS))}")
     return TASKS[name](path=path, split=split, **options)
 
 # %% ../nbs/01_tasks.ipynb #32ac680b
-_NUM = re.compile(r'(?P<sign>[-\u2212\u2013]?)\s*\$?\s*(?P<sign2>[-\u2212]?)\s*'
-                  r'(?P<int>\d{1,3}(?:,\d{3})+(?![\d])|\d+)?(?P<frac>\.\d+)?(?:\s*/\s*(?P<den>\d+))?')
+_NUM = re.compile(
+    r'(?P<sign>[-\u2212\u2013]?)\s*\$?\s*(?P<sign2>[-\u2212]?)\s*'
+    r'(?P<int>\d{1,3}(?:,\d{3})+(?![\d])|\d+)?(?P<frac>\.\d+)?(?:\s*/\s*(?P<den>\d+))?'
+)
+
 
 def _clean_latex(s: str) -> str:
     s = re.sub(r'\\frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}', r'\1/\2', s.replace('{,}', ','))
-    return re.sub(r'\\[!,; ]|\\(?:left|right|text|mathrm|mbox)\b|[{}]|\\\$', lambda m: '$' if m.group() == '\\$' else '', s)
+    return re.sub(
+        r'\\[!,; ]|\\(?:left|right|text|mathrm|mbox)\b|[{}]|\\\$', lambda m: '$' if m.group() == '\\$' else '', s
+    )
+
 
 def parse_number(text: str) -> Fraction | None:
     "The first number in `text` as an exact `Fraction` (sign, `$`, thousands separators, decimals, a/b), or None."
     for m in _NUM.finditer(_clean_latex(text)):
-        if not (m['int'] or m['frac']): continue
+        if not (m['int'] or m['frac']):
+            continue
         x = Fraction((m['int'] or '0').replace(',', '') + (m['frac'] or ''))
-        if m['den']: x = x / int(m['den']) if int(m['den']) else None
-        if x is not None and (m['sign'] or m['sign2']): x = -x
+        if m['den']:
+            x = x / int(m['den']) if int(m['den']) else None
+        if x is not None and (m['sign'] or m['sign2']):
+            x = -x
         return x
     return None
 
 # %% ../nbs/01_tasks.ipynb #1ff9f458
 def format_number(x: Fraction) -> str:
     "Canonical string of `x`: `18`, `-0.25`, `1/3`."
-    if x.denominator == 1: return str(x.numerator)
+    if x.denominator == 1:
+        return str(x.numerator)
     d = x.denominator
     for p in (2, 5):
-        while d % p == 0: d //= p
-    if d != 1: return f"{x.numerator}/{x.denominator}"
+        while d % p == 0:
+            d //= p
+    if d != 1:
+        return f"{x.numerator}/{x.denominator}"
     digits = 0
-    while (x * 10**digits).denominator != 1: digits += 1
+    while (x * 10**digits).denominator != 1:
+        digits += 1
     n = str(abs(x * 10**digits).numerator).rjust(digits + 1, '0')
     return ('-' if x < 0 else '') + n[:-digits] + '.' + n[-digits:]
 
@@ -93,42 +136,62 @@ _NEXT_Q = re.compile(r'\n\s*(?:Question|Q)\s*:')
 _STRONG = re.compile(r'^[ \t*]*the\s+(?:final\s+)?answer\s+is\b\s*:?|####|\\boxed\s*\{', re.I | re.M)
 _WEAK = re.compile(r'\banswer\s+is\b\s*:?', re.I)
 
+
 def cut_next_question(text: str) -> str:
     "`text` up to where the model starts a next `Question:` / `Q:`."
     m = _NEXT_Q.search(text)
-    return text[:m.start()] if m else text
+    return text[: m.start()] if m else text
+
 
 def answer_match(text: str) -> re.Match | None:
     "The answer marker in `text` (already cut at a next question): the first strong one, else the first weak one."
     return _STRONG.search(text) or _WEAK.search(text)
 
+
 def answer_span(text: str) -> str | None:
     "The rest of the answer marker's line, or None if there is no marker."
     text = cut_next_question(text)
     m = answer_match(text)
-    return text[m.end():].split('\n', 1)[0].strip() if m else None
+    return text[m.end() :].split('\n', 1)[0].strip() if m else None
 
 # %% ../nbs/01_tasks.ipynb #679c8661
 INSTRUCT_TEMPLATE = "Question: {question}\nAnswer:\n"
 
 COT_EXEMPLARS = [  # Wei et al. 2022, Table 20 (GSM8K), one step per line
-    ("There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, there will be 21 trees. How many trees did the grove workers plant today?",
-     "There are 15 trees originally.\nThen there were 21 trees after some more were planted.\nSo there must have been 21 - 15 = 6.\nThe answer is 6"),
-    ("If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
-     "There are originally 3 cars.\n2 more cars arrive.\n3 + 2 = 5.\nThe answer is 5"),
-    ("Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
-     "Originally, Leah had 32 chocolates.\nHer sister had 42.\nSo in total they had 32 + 42 = 74.\nAfter eating 35, they had 74 - 35 = 39.\nThe answer is 39"),
-    ("Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many lollipops did Jason give to Denny?",
-     "Jason started with 20 lollipops.\nThen he had 12 after giving some to Denny.\nSo he gave Denny 20 - 12 = 8.\nThe answer is 8"),
-    ("Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does he have now?",
-     "Shawn started with 5 toys.\nIf he got 2 toys each from his mom and dad, then that is 4 more toys.\n5 + 4 = 9.\nThe answer is 9"),
-    ("There were nine computers in the server room. Five more computers were installed each day, from monday to thursday. How many computers are now in the server room?",
-     "There were originally 9 computers.\nFor each of 4 days, 5 more computers were added.\nSo 5 * 4 = 20 computers were added.\n9 + 20 is 29.\nThe answer is 29"),
-    ("Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How many golf balls did he have at the end of wednesday?",
-     "Michael started with 58 golf balls.\nAfter losing 23 on tuesday, he had 58 - 23 = 35.\nAfter losing 2 more, he had 35 - 2 = 33 golf balls.\nThe answer is 33"),
-    ("Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
-     "Olivia had 23 dollars.\n5 bagels for 3 dollars each will be 5 x 3 = 15 dollars.\nSo she has 23 - 15 dollars left.\n23 - 15 is 8.\nThe answer is 8"),
+    (
+        "There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, there will be 21 trees. How many trees did the grove workers plant today?",
+        "There are 15 trees originally.\nThen there were 21 trees after some more were planted.\nSo there must have been 21 - 15 = 6.\nThe answer is 6",
+    ),
+    (
+        "If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
+        "There are originally 3 cars.\n2 more cars arrive.\n3 + 2 = 5.\nThe answer is 5",
+    ),
+    (
+        "Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
+        "Originally, Leah had 32 chocolates.\nHer sister had 42.\nSo in total they had 32 + 42 = 74.\nAfter eating 35, they had 74 - 35 = 39.\nThe answer is 39",
+    ),
+    (
+        "Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many lollipops did Jason give to Denny?",
+        "Jason started with 20 lollipops.\nThen he had 12 after giving some to Denny.\nSo he gave Denny 20 - 12 = 8.\nThe answer is 8",
+    ),
+    (
+        "Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does he have now?",
+        "Shawn started with 5 toys.\nIf he got 2 toys each from his mom and dad, then that is 4 more toys.\n5 + 4 = 9.\nThe answer is 9",
+    ),
+    (
+        "There were nine computers in the server room. Five more computers were installed each day, from monday to thursday. How many computers are now in the server room?",
+        "There were originally 9 computers.\nFor each of 4 days, 5 more computers were added.\nSo 5 * 4 = 20 computers were added.\n9 + 20 is 29.\nThe answer is 29",
+    ),
+    (
+        "Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How many golf balls did he have at the end of wednesday?",
+        "Michael started with 58 golf balls.\nAfter losing 23 on tuesday, he had 58 - 23 = 35.\nAfter losing 2 more, he had 35 - 2 = 33 golf balls.\nThe answer is 33",
+    ),
+    (
+        "Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+        "Olivia had 23 dollars.\n5 bagels for 3 dollars each will be 5 x 3 = 15 dollars.\nSo she has 23 - 15 dollars left.\n23 - 15 is 8.\nThe answer is 8",
+    ),
 ]
+
 
 def cot_prompt(question: str) -> str:
     "The 8-shot chain-of-thought prompt (Wei et al. 2022) ending in `question`."
@@ -138,22 +201,26 @@ def cot_prompt(question: str) -> str:
 # %% ../nbs/01_tasks.ipynb #c465ad40
 class MathTask(Task):
     "A math task: free-form numeric answers, one step per line, last line `The answer is N`."
+
     kind = 'math'
     stop = ['\n\n', '\nQuestion:', '\nQ:']
     styles = ('instruct', 'cot')
 
     def __init__(self, problems: Iterable[Problem], name: str = 'math'):
-        super().__init__(problems); self.name = name
+        super().__init__(problems)
+        self.name = name
 
     def prompt(self, problem: Problem, style: str = 'instruct') -> str:
         "The prompt for `problem`: `instruct` (zero-shot template) or `cot` (8-shot chain of thought)."
-        if style not in self.styles: raise ValueError(f"unknown prompt style '{style}'{closest(style, self.styles)}")
+        if style not in self.styles:
+            raise ValueError(f"unknown prompt style '{style}'{closest(style, self.styles)}")
         return cot_prompt(problem.question) if style == 'cot' else INSTRUCT_TEMPLATE.format(question=problem.question)
 
     def split_steps(self, text: str) -> list[str]:
         "Non-empty stripped lines, up to and including the answer's line; text after it is ignored."
         text = cut_next_question(text)
-        if m := answer_match(text): text = text[:m.end()] + text[m.end():].split('\n', 1)[0]
+        if m := answer_match(text):
+            text = text[: m.end()] + text[m.end() :].split('\n', 1)[0]
         return [l.strip() for l in text.split('\n') if l.strip()]
 
     def extract_answer(self, text: str) -> str | None:
@@ -171,63 +238,83 @@ class MathTask(Task):
 @register_task('arith')
 def _load_arith(path=None, split: str = 'test', **options):
     from sipf.arith import load_arith
+
     return load_arith(path=path, split=split, **options)
 
 # %% ../nbs/01_tasks.ipynb #78c0cee4
 def resolve_file(path, *names: str) -> FilePath:
     "`path` itself if it is a file, else the first of `names` found under the directory `path`."
     path = FilePath(path)
-    if path.is_file(): return path
+    if path.is_file():
+        return path
     if path.is_dir():
         for n in names:
-            if (path/n).is_file(): return path/n
+            if (path / n).is_file():
+                return path / n
         raise FileNotFoundError(f"{path}: none of {', '.join(names)} found in this directory")
     raise FileNotFoundError(f"{path}: no such file or directory")
 
+
 def _open_text(path: FilePath):
     return gzip.open(path, 'rt', encoding='utf-8') if path.suffix == '.gz' else open(path, encoding='utf-8', newline='')
+
 
 def read_rows(path) -> list[tuple[str, dict | list]]:
     "`(where, row)` for each record of a jsonl(.gz) or headerless csv file; `where` is `file:line`."
     path = FilePath(path)
     with _open_text(path) as f:
-        if '.csv' in path.suffixes: return [(f"{path}:{i + 1}", r) for i, r in enumerate(csv.reader(f))]
+        if '.csv' in path.suffixes:
+            return [(f"{path}:{i + 1}", r) for i, r in enumerate(csv.reader(f))]
         return [(f"{path}:{i + 1}", _json_row(l, path, i + 1)) for i, l in enumerate(f) if l.strip()]
 
+
 def _json_row(line: str, path, lineno: int):
-    try: return json.loads(line)
-    except json.JSONDecodeError as e: raise ValueError(f"{path}:{lineno}: malformed json line ({e.msg})") from None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{lineno}: malformed json line ({e.msg})") from None
+
 
 def hub_rows(hub_id: str, config: str | None, split: str) -> list[tuple[str, dict]]:
     "`(where, row)` for a split of a Hugging Face hub dataset (needs the network)."
     from datasets import load_dataset
+
     ds = load_dataset(hub_id, config, split=split)
     return [(f"{hub_id}:{split}:{i}", dict(r)) for i, r in enumerate(ds)]
 
 # %% ../nbs/01_tasks.ipynb #1e31e259
 def need(row, where: str, *keys: str) -> list:
     "The values of `keys` in `row`, or a `ValueError` naming `where` and the missing key."
-    if not isinstance(row, dict): raise ValueError(f"{where}: row is a {type(row).__name__}, not an object")
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: row is a {type(row).__name__}, not an object")
     missing = [k for k in keys if k not in row]
-    if missing: raise ValueError(f"{where}: row has no field '{missing[0]}'")
+    if missing:
+        raise ValueError(f"{where}: row has no field '{missing[0]}'")
     return [row[k] for k in keys]
 
 # %% ../nbs/01_tasks.ipynb #74d74ce3
 def gsm8k_solution(answer: str) -> str:
     "A GSM8K gold answer as one step per line, calculator annotations removed, last line `The answer is N`."
     body, sep, final = answer.rpartition('####')
-    if not sep: raise ValueError("GSM8K answer has no '#### N' line")
+    if not sep:
+        raise ValueError("GSM8K answer has no '#### N' line")
     steps = [l.strip() for l in re.sub(r'<<[^>]*>>', '', body).split('\n') if l.strip()]
-    if steps and _STRONG.match(steps[-1]): steps = steps[:-1]  # 2 golds state `The answer is ...` before `####`
-    if (gold := parse_number(final)) is None: raise ValueError(f"GSM8K final answer {final.strip()!r} is not a number")
+    if steps and _STRONG.match(steps[-1]):
+        steps = steps[:-1]  # 2 golds state `The answer is ...` before `####`
+    if (gold := parse_number(final)) is None:
+        raise ValueError(f"GSM8K final answer {final.strip()!r} is not a number")
     return '\n'.join(steps + [f"The answer is {format_number(gold)}"])
+
 
 def gsm8k_problem(row: dict, where: str, pid: str) -> Problem:
     "A GSM8K row `{question, answer}` as a `Problem`."
     question, answer = need(row, where, 'question', 'answer')
-    try: solution = gsm8k_solution(answer)
-    except ValueError as e: raise ValueError(f"{where}: {e}") from None
+    try:
+        solution = gsm8k_solution(answer)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
     return Problem(pid, question.strip(), answer=solution.rsplit('The answer is ', 1)[1], solution=solution)
+
 
 @register_task('gsm8k')
 def load_gsm8k(path=None, split: str = 'test') -> MathTask:
@@ -239,28 +326,40 @@ def load_gsm8k(path=None, split: str = 'test') -> MathTask:
 MMLU_MATH_SUBJECTS = ('college_mathematics', 'high_school_mathematics', 'elementary_mathematics')
 _PLAIN_NUMBER = re.compile(r'-?\d[\d,]*(?:\.\d+)?')
 
+
 def mmlu_problem(row: list, where: str, pid: str) -> Problem | None:
     "An MMLU row `[question, A, B, C, D, letter]` as a free-form `Problem`, or None if the answer is not a plain number."
     if not isinstance(row, list) or len(row) != 6 or row[5].strip() not in ('A', 'B', 'C', 'D'):
         raise ValueError(f"{where}: expected 6 fields 'question,A,B,C,D,letter', got {row!r:.80}")
     option = row[1 + 'ABCD'.index(row[5].strip())].strip()
-    if not _PLAIN_NUMBER.fullmatch(option): return None
+    if not _PLAIN_NUMBER.fullmatch(option):
+        return None
     answer = format_number(Fraction(option.replace(',', '')))
-    return Problem(pid, row[0].strip(), answer=answer, solution=f"The answer is {answer}",
-                   meta={'options': row[1:5], 'letter': row[5]})
+    return Problem(
+        pid,
+        row[0].strip(),
+        answer=answer,
+        solution=f"The answer is {answer}",
+        meta={'options': row[1:5], 'letter': row[5]},
+    )
 
-def _mmlu_hub_row(r: dict) -> list: return [r['question'], *r['choices'], 'ABCD'[r['answer']]]
+
+def _mmlu_hub_row(r: dict) -> list:
+    return [r['question'], *r['choices'], 'ABCD'[r['answer']]]
+
 
 def _mmlu_rows(path, split: str, subject: str) -> list:
-    if path is None: return [(w, _mmlu_hub_row(r)) for w, r in hub_rows('cais/mmlu', subject, split)]
+    if path is None:
+        return [(w, _mmlu_hub_row(r)) for w, r in hub_rows('cais/mmlu', subject, split)]
     path = FilePath(path)
-    return read_rows(resolve_file(path/split if (path/split).is_dir() else path, f'{subject}_{split}.csv'))
+    return read_rows(resolve_file(path / split if (path / split).is_dir() else path, f'{subject}_{split}.csv'))
 
 # %% ../nbs/01_tasks.ipynb #60ee407c
 @register_task('mmlu_math')
 def load_mmlu_math(path=None, split: str = 'test', subjects=MMLU_MATH_SUBJECTS) -> MathTask:
     "MMLU_Math from the hub (`cais/mmlu`), one csv file, or a directory of `<subject>_<split>.csv` (also under `<path>/<split>/`)."
-    if path is not None and FilePath(path).is_file(): subjects = (FilePath(path).stem.removesuffix(f'_{split}'),)
+    if path is not None and FilePath(path).is_file():
+        subjects = (FilePath(path).stem.removesuffix(f'_{split}'),)
     problems = []
     for s in subjects:
         rows = _mmlu_rows(path, split, s)
@@ -270,17 +369,24 @@ def load_mmlu_math(path=None, split: str = 'test', subjects=MMLU_MATH_SUBJECTS) 
 # %% ../nbs/01_tasks.ipynb #c0197b84
 _FENCE = re.compile(r'```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)', re.S)
 
+
 def _longest_parsing_prefix(code: str) -> tuple[list[str], ast.Module] | None:
     lines = code.split('\n')
     for k in range(len(lines), 0, -1):
         try:
-            with warnings.catch_warnings(): warnings.simplefilter('ignore'); return lines[:k], ast.parse('\n'.join(lines[:k]))
-        except SyntaxError: pass
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                return lines[:k], ast.parse('\n'.join(lines[:k]))
+        except SyntaxError:
+            pass
     return None
 
+
 def _is_noise(node) -> bool:
-    if isinstance(node, ast.Assert): return True
-    if isinstance(node, ast.If) and '__name__' in ast.unparse(node.test): return True
+    if isinstance(node, ast.Assert):
+        return True
+    if isinstance(node, ast.If) and '__name__' in ast.unparse(node.test):
+        return True
     call = node.value if isinstance(node, ast.Expr) else None
     return isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in ('print', 'input')
 
@@ -290,7 +396,8 @@ def extract_code(text: str) -> str:
     m = _FENCE.search(text)
     code = (m.group(1) if m else text).replace('\r\n', '\n')
     code = cut_next_question(code).strip('\n')
-    if (parsed := _longest_parsing_prefix(code)) is None: return code
+    if (parsed := _longest_parsing_prefix(code)) is None:
+        return code
     lines, tree = parsed
     drop = {i for n in tree.body if _is_noise(n) for i in range(n.lineno - 1, n.end_lineno)}
     return '\n'.join(l for i, l in enumerate(lines) if i not in drop).strip('\n')
@@ -299,22 +406,29 @@ def extract_code(text: str) -> str:
 CODE_TEMPLATE = "Question: {question}\n{tests}{function}Answer:\n"
 TESTS_HEADER = "Your code should pass these tests:\n"
 
+
 class CodeTask(Task):
     "A code task: completions are python source judged by running tests in the sandbox."
+
     kind = 'code'
     stop = ['\nQuestion:']
     styles = ('instruct', 'cot')
 
     def __init__(self, problems: Iterable[Problem], name: str = 'code', timeout: float = 20.0):
-        super().__init__(problems); self.name, self.timeout = name, timeout
+        super().__init__(problems)
+        self.name, self.timeout = name, timeout
 
     def prompt(self, problem: Problem, style: str = 'instruct') -> str:
         "The 0-shot prompt (the `cot` baseline uses the same prompt for code)."
-        if style not in self.styles: raise ValueError(f"unknown prompt style '{style}'{closest(style, self.styles)}")
+        if style not in self.styles:
+            raise ValueError(f"unknown prompt style '{style}'{closest(style, self.styles)}")
         sig = problem.meta.get('signature')
         tests = ''.join(t + '\n' for t in problem.meta['shown_tests'])
-        return CODE_TEMPLATE.format(question=problem.question, tests=TESTS_HEADER + tests if tests else '',
-                                    function=f"Function: {sig}\n" if sig else '')
+        return CODE_TEMPLATE.format(
+            question=problem.question,
+            tests=TESTS_HEADER + tests if tests else '',
+            function=f"Function: {sig}\n" if sig else '',
+        )
 
     def split_steps(self, text: str) -> list[str]:
         "Non-empty lines (right-stripped) of the completion up to a next question."
@@ -324,11 +438,13 @@ class CodeTask(Task):
         "The program extracted from the completion, or None if there is none."
         return extract_code(text) or None
 
-    def program(self, problem: Problem, completion: str) -> str: raise NotImplementedError
+    def program(self, problem: Problem, completion: str) -> str:
+        raise NotImplementedError
 
     def judge(self, problems: list[Problem], completions: list[str], progress: bool = False) -> list[bool]:
         "Run every completion's test program in the sandbox, in parallel; True where all tests ran and passed."
         from sipf.sandbox import check_programs
+
         programs = [self.program(p, c) for p, c in zip(problems, completions, strict=True)]
         return [r.passed for r in check_programs(programs, timeout=self.timeout, progress=progress)]
 
@@ -340,18 +456,29 @@ class CodeTask(Task):
 MBPP_SPLITS = {'prompt': (1, 10), 'test': (11, 510), 'validation': (511, 600), 'train': (601, 974)}
 MBPP_ORDERINGS = list(itertools.permutations(range(3), 2))  # (0,1) (0,2) (1,0) (1,2) (2,0) (2,1)
 
+
 def mbpp_problems(row: dict, where: str, orderings: int = 1) -> list[Problem]:
     "The `orderings` prompt variants of one MBPP row."
     text, code, tid, tests = need(row, where, 'text', 'code', 'task_id', 'test_list')
-    if not isinstance(tests, list) or len(tests) != 3: raise ValueError(f"{where}: MBPP row needs 3 tests in test_list")
+    if not isinstance(tests, list) or len(tests) != 3:
+        raise ValueError(f"{where}: MBPP row needs 3 tests in test_list")
     setup = row.get('test_setup_code') or ''
+
     def one(j, shown):
-        return Problem(f'mbpp/{tid}' + (f'#{j}' if orderings > 1 else ''), text.strip(), solution=code.replace('\r\n', '\n'),
-                       tests=list(tests), meta={'task_id': tid, 'setup': setup, 'shown_tests': [tests[i] for i in shown]})
+        return Problem(
+            f'mbpp/{tid}' + (f'#{j}' if orderings > 1 else ''),
+            text.strip(),
+            solution=code.replace('\r\n', '\n'),
+            tests=list(tests),
+            meta={'task_id': tid, 'setup': setup, 'shown_tests': [tests[i] for i in shown]},
+        )
+
     return [one(j, shown) for j, shown in enumerate(MBPP_ORDERINGS[:orderings])]
+
 
 class MBPPTask(CodeTask):
     "MBPP: the program is solution + `test_setup_code` + the 3 asserts."
+
     def program(self, problem: Problem, completion: str) -> str:
         return '\n\n'.join([extract_code(completion), problem.meta['setup'], *problem.tests]) + '\n'
 
@@ -359,10 +486,16 @@ class MBPPTask(CodeTask):
 @register_task('mbpp')
 def load_mbpp(path=None, split: str = 'test', orderings: int | None = None, timeout: float = 20.0) -> MBPPTask:
     "MBPP from the hub (`google-research-datasets/mbpp`, `full`) or `mbpp.jsonl`; `orderings` prompt variants (1-6) per problem."
-    if split not in MBPP_SPLITS: raise ValueError(f"unknown MBPP split '{split}'{closest(split, MBPP_SPLITS)}")
+    if split not in MBPP_SPLITS:
+        raise ValueError(f"unknown MBPP split '{split}'{closest(split, MBPP_SPLITS)}")
     k = orderings or (6 if split == 'train' else 1)
-    if not 1 <= k <= 6: raise ValueError(f"MBPP orderings must be 1..6, got {k}")
-    rows = hub_rows('google-research-datasets/mbpp', 'full', split) if path is None else read_rows(resolve_file(path, 'mbpp.jsonl'))
+    if not 1 <= k <= 6:
+        raise ValueError(f"MBPP orderings must be 1..6, got {k}")
+    rows = (
+        hub_rows('google-research-datasets/mbpp', 'full', split)
+        if path is None
+        else read_rows(resolve_file(path, 'mbpp.jsonl'))
+    )
     lo, hi = MBPP_SPLITS[split]
     rows = [(w, r) for w, r in rows if lo <= need(r, w, 'task_id')[0] <= hi]
     return MBPPTask([p for w, r in rows for p in mbpp_problems(r, w, k)], name='mbpp', timeout=timeout)
@@ -370,12 +503,19 @@ def load_mbpp(path=None, split: str = 'test', orderings: int | None = None, time
 # %% ../nbs/01_tasks.ipynb #b5cf5d03
 _EXAMPLE_START = r'^\s*(>>>|(for\s+)?examples?\b|e\.g\.|{ep}\s*\()'
 
+
 def split_docstring(prompt: str, entry_point: str) -> tuple[str, str, list[str]]:
     "`(signature, description, example lines)` of a HumanEval prompt."
     node = next(n for n in ast.walk(ast.parse(prompt)) if isinstance(n, ast.FunctionDef) and n.name == entry_point)
     sig = prompt.split('\n')[node.lineno - 1].strip()
-    doc = next((n.value.value for n in node.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)
-                and isinstance(n.value.value, str)), '')  # HumanEval/115 has `import math` before its docstring
+    doc = next(
+        (
+            n.value.value
+            for n in node.body
+            if isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+        ),
+        '',
+    )  # HumanEval/115 has `import math` before its docstring
     lines = [l.rstrip() for l in inspect.cleandoc(doc).split('\n')]
     start = re.compile(_EXAMPLE_START.format(ep=re.escape(entry_point)), re.I)
     k = next((i for i, l in enumerate(lines) if start.match(l)), len(lines))
@@ -385,6 +525,7 @@ def split_docstring(prompt: str, entry_point: str) -> tuple[str, str, list[str]]
 _HEADER = re.compile(r'^(for\s+)?(examples?|e\.g\.)(\s*\d+)?\s*:?$', re.I)
 _ARROW = re.compile(r'^(?:for\s+)?(?P<call>[A-Za-z_]\w*\(.*\))\s*(?:==>|=>|➞|==|=|->|→)\s*(?P<out>.+?)\s*$')
 
+
 def examples_as_tests(lines: list[str], entry_point: str) -> list[str]:
     "Docstring example lines as `assert call == result` where they are calls with results, else as written (headers dropped)."
     out, i, lines = [], 0, [l for l in lines if not _HEADER.match(l)]
@@ -393,30 +534,47 @@ def examples_as_tests(lines: list[str], entry_point: str) -> list[str]:
         call = re.sub(r'\s+#.*$', '', l[3:].strip())
         if l.startswith('>>>'):  # a doctest with no output line returns None
             out.append(f"assert {call} is None" if nxt.startswith('>>>') or not nxt else f"assert {call} == {nxt}")
-            i += 1 if nxt.startswith('>>>') or not nxt else 2; continue
+            i += 1 if nxt.startswith('>>>') or not nxt else 2
+            continue
         m = _ARROW.match(l)
-        out.append(f"assert {m['call']} == {m['out']}" if m and m['call'].startswith(entry_point) else l); i += 1
+        out.append(f"assert {m['call']} == {m['out']}" if m and m['call'].startswith(entry_point) else l)
+        i += 1
     return out
 
 # %% ../nbs/01_tasks.ipynb #405d6445
 def humaneval_problem(row: dict, where: str) -> Problem:
     "A HumanEval row as a `Problem` with the reordered prompt parts in `meta`."
     tid, prompt, sol, test, ep = need(row, where, 'task_id', 'prompt', 'canonical_solution', 'test', 'entry_point')
-    try: sig, desc, examples = split_docstring(prompt, ep)
-    except (SyntaxError, StopIteration): raise ValueError(f"{where}: prompt does not define '{ep}'") from None
-    return Problem(tid.replace('HumanEval/', 'humaneval/'), desc, solution=prompt + sol, tests=[test],
-                   meta={'entry_point': ep, 'prompt': prompt, 'signature': sig, 'shown_tests': examples_as_tests(examples, ep)})
+    try:
+        sig, desc, examples = split_docstring(prompt, ep)
+    except (SyntaxError, StopIteration):
+        raise ValueError(f"{where}: prompt does not define '{ep}'") from None
+    return Problem(
+        tid.replace('HumanEval/', 'humaneval/'),
+        desc,
+        solution=prompt + sol,
+        tests=[test],
+        meta={'entry_point': ep, 'prompt': prompt, 'signature': sig, 'shown_tests': examples_as_tests(examples, ep)},
+    )
+
 
 class HumanEvalTask(CodeTask):
     "HumanEval: the program is the original prompt + the completion + the dataset's `check(entry_point)`."
+
     def program(self, problem: Problem, completion: str) -> str:
         code, m = extract_code(completion), problem.meta
         sep = '' if code[:1] in (' ', '\t') else '\n\n'
         return f"{m['prompt']}{sep}{code}\n\n{problem.tests[0]}\n\ncheck({m['entry_point']})\n"
 
+
 @register_task('humaneval')
 def load_humaneval(path=None, split: str = 'test', timeout: float = 20.0) -> HumanEvalTask:
     "HumanEval from the hub (`openai/openai_humaneval`) or `HumanEval.jsonl(.gz)`; it has only a `test` split."
-    if split != 'test': raise ValueError(f"HumanEval has only a 'test' split, not '{split}'")
-    rows = hub_rows('openai/openai_humaneval', None, 'test') if path is None else read_rows(resolve_file(path, 'HumanEval.jsonl.gz', 'HumanEval.jsonl'))
+    if split != 'test':
+        raise ValueError(f"HumanEval has only a 'test' split, not '{split}'")
+    rows = (
+        hub_rows('openai/openai_humaneval', None, 'test')
+        if path is None
+        else read_rows(resolve_file(path, 'HumanEval.jsonl.gz', 'HumanEval.jsonl'))
+    )
     return HumanEvalTask([humaneval_problem(r, w) for w, r in rows], name='humaneval', timeout=timeout)

@@ -1,6 +1,10 @@
 "Edge cases of sipf.align: the ORPO NLL fix pinned on a tiny model, zero pairs, configs, every objective, determinism, torchrun."
-import json, logging, os, subprocess, sys
-from pathlib import Path as FilePath
+
+import json
+import logging
+import os
+import subprocess
+import sys
 
 os.environ.setdefault('TRL_EXPERIMENTAL_SILENCE', '1')
 import pytest
@@ -9,8 +13,19 @@ import torch.nn.functional as F
 from datasets import Dataset
 from trl.experimental.orpo import ORPOTrainer
 
-from sipf.align import (AlignConfig, CompletionORPOTrainer, align, align_preset, completion_nll, logp_traces, logp_trend,
-                        parse_sets, plot_logps, preference_rows, trl_args)
+from sipf.align import (
+    AlignConfig,
+    CompletionORPOTrainer,
+    align,
+    align_preset,
+    completion_nll,
+    logp_traces,
+    logp_trend,
+    parse_sets,
+    plot_logps,
+    preference_rows,
+    trl_args,
+)
 from sipf.core import Pair, read_jsonl, write_jsonl
 from sipf.models import toy_model, toy_tokenizer
 from sipf.tasks import load_task
@@ -24,14 +39,17 @@ def tok():
 @pytest.fixture(scope='module')
 def pairs():
     task = load_task('arith', split='train', n=8, seed=3, max_distractors=0, min_steps=1, max_steps=2)
-    return [Pair(p.id, task.prompt(p), p.solution, p.solution.replace('The answer is', 'The answer is 1'))
-            for p in task.problems]
+    return [
+        Pair(p.id, task.prompt(p), p.solution, p.solution.replace('The answer is', 'The answer is 1'))
+        for p in task.problems
+    ]
 
 
 @pytest.fixture(scope='module')
 def model_dir(tmp_path_factory, tok):
     d = tmp_path_factory.mktemp('m0')
-    toy_model(tok, 'tiny', seed=0).save_pretrained(d); tok.save_pretrained(d)
+    toy_model(tok, 'tiny', seed=0).save_pretrained(d)
+    tok.save_pretrained(d)
     return d
 
 
@@ -57,7 +75,7 @@ def test_orpo_nll_is_on_the_completion_only(tok, pairs, tmp_path):
     assert (batch['chosen_labels'][0] == -100).sum().item() == n_prompt  # TRL's labels mask exactly the prompt
     with torch.no_grad():
         logits = model(ids).logits[0]
-        completion_ce = F.cross_entropy(logits[n_prompt - 1:-1], ids[0, n_prompt:])  # tokens after the prompt
+        completion_ce = F.cross_entropy(logits[n_prompt - 1 : -1], ids[0, n_prompt:])  # tokens after the prompt
         full_ce = F.cross_entropy(logits[:-1], ids[0, 1:])  # every token after BOS
         nll_stock = stock.concatenated_forward(model, batch)[4]
         nll_fixed = fixed.concatenated_forward(model, batch)[4]
@@ -65,27 +83,45 @@ def test_orpo_nll_is_on_the_completion_only(tok, pairs, tmp_path):
     assert torch.allclose(nll_fixed, completion_ce, atol=1e-5)
     assert abs(nll_fixed - nll_stock) > 1e-3
     out_s, out_f = stock.concatenated_forward(model, batch), fixed.concatenated_forward(model, batch)
-    for a, b in zip(out_s[:4], out_f[:4]): assert torch.equal(a, b)  # everything else untouched
+    for a, b in zip(out_s[:4], out_f[:4]):
+        assert torch.equal(a, b)  # everything else untouched
 
 
 def test_completion_nll_batch_of_different_lengths():
     logits = torch.randn(2, 5, 7)
     labels = torch.tensor([[-100, -100, 3, 4, 5], [-100, 1, 2, -100, -100]])
-    want = F.cross_entropy(torch.stack([logits[0, 1], logits[0, 2], logits[0, 3], logits[1, 0], logits[1, 1]]),
-                           torch.tensor([3, 4, 5, 1, 2]))
+    want = F.cross_entropy(
+        torch.stack([logits[0, 1], logits[0, 2], logits[0, 3], logits[1, 0], logits[1, 1]]),
+        torch.tensor([3, 4, 5, 1, 2]),
+    )
     assert torch.allclose(completion_nll(logits, labels), want)
-    assert torch.allclose(completion_nll(logits, labels[:, :4]), F.cross_entropy(
-        torch.stack([logits[0, 1], logits[0, 2], logits[1, 0], logits[1, 1]]), torch.tensor([3, 4, 1, 2])))
+    assert torch.allclose(
+        completion_nll(logits, labels[:, :4]),
+        F.cross_entropy(
+            torch.stack([logits[0, 1], logits[0, 2], logits[1, 0], logits[1, 1]]), torch.tensor([3, 4, 1, 2])
+        ),
+    )
 
 
 # ------------------------------------------------------------------ configs and empty input
 def test_configs():
-    with pytest.raises(ValueError, match="unknown objective 'orpo2'"): AlignConfig(objective='orpo2')
-    with pytest.raises(KeyError, match="did you mean 'lr'"): align_preset('toy', lrr=1.0)
-    with pytest.raises(KeyError, match="unknown AlignConfig key 'nll'"): parse_sets(['nll=1'])
+    with pytest.raises(ValueError, match="unknown objective 'orpo2'"):
+        AlignConfig(objective='orpo2')
+    with pytest.raises(KeyError, match="did you mean 'lr'"):
+        align_preset('toy', lrr=1.0)
+    with pytest.raises(KeyError, match="unknown AlignConfig key 'nll'"):
+        parse_sets(['nll=1'])
     p = align_preset('paper')
-    assert (p.lr, p.warmup_ratio, p.max_grad_norm, p.beta, p.lora_r, p.lora_alpha, p.lora_dropout, p.qlora) == \
-           (5e-5, 0.1, 0.3, 0.1, 256, 128, 0.05, True)
+    assert (p.lr, p.warmup_ratio, p.max_grad_norm, p.beta, p.lora_r, p.lora_alpha, p.lora_dropout, p.qlora) == (
+        5e-5,
+        0.1,
+        0.3,
+        0.1,
+        256,
+        128,
+        0.05,
+        True,
+    )
     a = trl_args(p, '/tmp/x', use_cpu=True)
     assert (a.bf16, a.fp16, a.beta, a.max_grad_norm) == (False, False, 0.1, 0.3)  # bf16 never on CPU
     d = trl_args(AlignConfig(objective='dpo', beta=0.3), '/tmp/x', use_cpu=True)
@@ -100,18 +136,25 @@ def test_zero_pairs_skips_stage(model_dir, tmp_path, caplog):
 
 
 # ------------------------------------------------------------------ every objective trains, saves, traces
-CASES = {'orpo': {}, 'dpo': dict(max_steps=4, trace_steps=2, trace_pairs=4), 'rpo': dict(lora=True, lora_r=4, lora_alpha=8),
-         'sft': {}}
+CASES = {
+    'orpo': {},
+    'dpo': dict(max_steps=4, trace_steps=2, trace_pairs=4),
+    'rpo': dict(lora=True, lora_r=4, lora_alpha=8),
+    'sft': {},
+}
 
 
 @pytest.mark.parametrize('objective', list(CASES))
 def test_objectives_save_model_and_metrics(objective, model_dir, pairs, tmp_path):
     out = align(model_dir, pairs, _cfg(objective=objective, **CASES[objective]), tmp_path / objective)
     assert out == tmp_path / objective and (out / 'tokenizer.json').exists()
-    if objective == 'rpo': assert (out / 'adapter_config.json').exists()  # LoRA saves the adapter
-    else: assert (out / 'config.json').exists() and any(out.glob('*.safetensors'))
+    if objective == 'rpo':
+        assert (out / 'adapter_config.json').exists()  # LoRA saves the adapter
+    else:
+        assert (out / 'config.json').exists() and any(out.glob('*.safetensors'))
     assert read_jsonl(out / 'metrics.jsonl')
-    if objective == 'sft': return
+    if objective == 'sft':
+        return
     assert json.loads((out / 'align_config.json').read_text())['n_rows'] == len(pairs)
     t = logp_traces(out / 'metrics.jsonl')
     assert all(x < 0 for x in t['chosen'] + t['rejected'])
@@ -120,11 +163,13 @@ def test_objectives_save_model_and_metrics(objective, model_dir, pairs, tmp_path
         assert set(logp_trend(out / 'metrics.jsonl')) == {'chosen', 'rejected'}
         fig = plot_logps([out / 'metrics.jsonl'] * 2, labels=['a', 'b'])
         assert [ax.get_title() for ax in fig.axes] == ['a', 'b']
-    else: assert len(t['step']) == 2
+    else:
+        assert len(t['step']) == 2
 
 
 def test_same_seed_same_model(model_dir, pairs, tmp_path):
     from safetensors.torch import load_file
+
     a = align(model_dir, pairs, _cfg(), tmp_path / 'a')
     b = align(model_dir, pairs, _cfg(), tmp_path / 'b')
     wa, wb = load_file(next(a.glob('*.safetensors'))), load_file(next(b.glob('*.safetensors')))
@@ -135,9 +180,25 @@ def test_same_seed_same_model(model_dir, pairs, tmp_path):
 # ------------------------------------------------------------------ two processes through torchrun (gloo, CPU)
 def test_torchrun_two_processes(model_dir, pairs, tmp_path):
     write_jsonl(tmp_path / 'pairs.jsonl', pairs)
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'sipf.align',
-           str(model_dir), str(tmp_path / 'pairs.jsonl'), str(tmp_path / 'out'),
-           '--set', 'objective=orpo', 'max_steps=2', 'batch_size=2', '--set', 'logging_steps=1']
+    cmd = [
+        sys.executable,
+        '-m',
+        'torch.distributed.run',
+        '--standalone',
+        '--nproc_per_node',
+        '2',
+        '-m',
+        'sipf.align',
+        str(model_dir),
+        str(tmp_path / 'pairs.jsonl'),
+        str(tmp_path / 'out'),
+        '--set',
+        'objective=orpo',
+        'max_steps=2',
+        'batch_size=2',
+        '--set',
+        'logging_steps=1',
+    ]
     env = {**os.environ, 'TRL_EXPERIMENTAL_SILENCE': '1', 'OMP_NUM_THREADS': '1', 'TOKENIZERS_PARALLELISM': 'false'}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -151,11 +212,16 @@ def test_torchrun_two_processes(model_dir, pairs, tmp_path):
 def test_capped_steps_and_recorded_budget(tmp_path):
     "A stage with few rows is not trained on them for dozens of epochs; the steps really run are recorded."
     from sipf.align import capped_steps
+
     c = AlignConfig(objective='sft', max_steps=40, max_epochs=2, batch_size=4, lr=1e-3, logging_steps=1)
     assert [capped_steps(c, n) for n in (1, 6, 1000)] == [1, 3, 40]
     assert capped_steps(AlignConfig(max_steps=-1, max_epochs=2), 10) == -1  # epochs mode untouched
     from sipf.models import toy_model, toy_tokenizer
-    tok = toy_tokenizer(); model_dir = tmp_path / 'm'; toy_model(tok, 'tiny').save_pretrained(model_dir); tok.save_pretrained(model_dir)
+
+    tok = toy_tokenizer()
+    model_dir = tmp_path / 'm'
+    toy_model(tok, 'tiny').save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
     rows = [{'prompt': 'Question: 1+1?\nAnswer:\n', 'completion': '1 + 1 = 2\nThe answer is 2'}] * 6
     out = align(str(model_dir), rows, c, tmp_path / 'out')
     rec = json.loads((out / 'align_config.json').read_text())

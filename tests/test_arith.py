@@ -1,14 +1,20 @@
 "Edge cases of the toy world's task generator and its ground-truth step checker."
-import re, subprocess, sys
+
+import re
+import subprocess
+import sys
 import pytest
-from sipf.arith import ArithConfig, ArithTask, load_arith, make_problem, question_split, generate_problems
+from sipf.arith import ArithConfig, ArithTask, load_arith, question_split
 from sipf.core import Problem, write_jsonl
 from sipf.tasks import load_task
 
 
 def test_deterministic_across_processes():
     code = "from sipf.arith import load_arith; print([p.question for p in load_arith(split='train', n=30, seed=7).problems])"
-    outs = {subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout for _ in range(2)}
+    outs = {
+        subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    }
     assert len(outs) == 1
     assert outs.pop().strip() == str([p.question for p in load_arith(split='train', n=30, seed=7).problems])
 
@@ -26,8 +32,18 @@ def test_no_duplicate_questions_or_ids():
     assert len({p.question for p in ps}) == len({p.id for p in ps}) == 3000
 
 
-@pytest.mark.parametrize('knobs', [{}, dict(min_steps=1, max_steps=1), dict(min_steps=2, max_steps=4, max_value=40, base_max=20), dict(max_steps=6, max_value=60, max_distractors=4),
-                                   dict(kinds=('total',), max_terms=2), dict(shuffle=False, named=False), dict(ops=('*',))])
+@pytest.mark.parametrize(
+    'knobs',
+    [
+        {},
+        dict(min_steps=1, max_steps=1),
+        dict(min_steps=2, max_steps=4, max_value=40, base_max=20),
+        dict(max_steps=6, max_value=60, max_distractors=4),
+        dict(kinds=('total',), max_terms=2),
+        dict(shuffle=False, named=False),
+        dict(ops=('*',)),
+    ],
+)
 def test_gold_is_correct_and_within_limits(knobs):
     task = load_arith(split='test', n=200, **knobs)
     cfg = ArithConfig(**knobs)
@@ -60,7 +76,8 @@ def test_several_valid_orders_exist():
         lines = p.solution.splitlines()
         eqs, ans = lines[:-1], lines[-1]
         alt = '\n'.join(list(reversed(eqs[:-1])) + eqs[-1:] + [ans])
-        if alt != p.solution and all(task.step_truth(p, alt)): ok += 1
+        if alt != p.solution and all(task.step_truth(p, alt)):
+            ok += 1
     assert ok > 0
 
 
@@ -76,7 +93,11 @@ def test_step_truth_any_completion():
     first = [l for l in p.solution.splitlines() if f'{a} {op} {b} = {c}' in l]
     if first and a in p.meta['numbers'] and b in p.meta['numbers']:
         assert task.step_errors(p, first[0].replace(f'= {c}', f'= {c + 1}')) == ['arithmetic']
-    bad = next(q for q in task.problems if q.meta['valid'][0][0] in q.meta['numbers'] and q.meta['valid'][0][2] in q.meta['numbers'])
+    bad = next(
+        q
+        for q in task.problems
+        if q.meta['valid'][0][0] in q.meta['numbers'] and q.meta['valid'][0][2] in q.meta['numbers']
+    )
     a, op, b, c = bad.meta['valid'][0]
     assert task.step_errors(bad, f'{a} {op} {b} = {c + 1}') == ['arithmetic']
     assert task.step_errors(bad, f'{a} {op} {b} = {c}') == [None]
@@ -86,8 +107,12 @@ def test_step_truth_any_completion():
 
 
 def test_distractor_use_is_a_reasoning_error():
-    q = Problem('x', 'Ann has 5 apples. Ben has 3 more apples than Ann. Dan has 9 apples. How many apples does Ben have?', answer='8',
-                meta=dict(valid=[[5, '+', 3, 8], [3, '+', 5, 8]], numbers=[3, 5, 9]))
+    q = Problem(
+        'x',
+        'Ann has 5 apples. Ben has 3 more apples than Ann. Dan has 9 apples. How many apples does Ben have?',
+        answer='8',
+        meta=dict(valid=[[5, '+', 3, 8], [3, '+', 5, 8]], numbers=[3, 5, 9]),
+    )
     t = ArithTask([q])
     assert t.step_errors(q, 'Ben: 9 + 3 = 12\nThe answer is 12') == ['wrong quantity', 'answer']
     assert t.step_errors(q, 'Ben: 3 + 5 = 8\nThe answer is 8') == [None, None]
@@ -101,12 +126,18 @@ def test_file_roundtrip_and_errors(tmp_path):
     write_jsonl(tmp_path / 'val.jsonl', task.problems)
     back = load_task('arith', path=tmp_path / 'val.jsonl', n=4)
     assert [p.id for p in back.problems] == [p.id for p in task.problems[:4]]
-    assert back.step_truth(back.problems[1], back.problems[1].solution) == task.step_truth(task.problems[1], task.problems[1].solution)
-    with pytest.raises(FileNotFoundError, match='arith file not found'): load_arith(path=tmp_path / 'nope.jsonl')
+    assert back.step_truth(back.problems[1], back.problems[1].solution) == task.step_truth(
+        task.problems[1], task.problems[1].solution
+    )
+    with pytest.raises(FileNotFoundError, match='arith file not found'):
+        load_arith(path=tmp_path / 'nope.jsonl')
     (tmp_path / 'bad.jsonl').write_text('{"id": "a", "questio": "x"}\n')
-    with pytest.raises(KeyError, match="questio"): load_arith(path=tmp_path / 'bad.jsonl')
-    with pytest.raises(KeyError, match="did you mean 'max_distractors'"): load_arith(max_distractor=1)
-    with pytest.raises(ValueError, match="unknown arith split 'dev'"): load_arith(split='dev')
+    with pytest.raises(KeyError, match="questio"):
+        load_arith(path=tmp_path / 'bad.jsonl')
+    with pytest.raises(KeyError, match="did you mean 'max_distractors'"):
+        load_arith(max_distractor=1)
+    with pytest.raises(ValueError, match="unknown arith split 'dev'"):
+        load_arith(split='dev')
 
 
 def test_task_is_a_math_task():
@@ -122,7 +153,10 @@ def test_no_amount_stated_twice():
     for knobs in ({}, dict(min_distractors=3, max_distractors=4), dict(shuffle=False, max_distractors=3)):
         for p in load_arith(split='train', n=500, **knobs).problems:
             facts = [s.strip() for s in p.question.split('.')[:-1]]
-            keys = [(f.split()[0], next(w for w in f.split() if w in __import__('sipf.arith', fromlist=['ITEMS']).ITEMS)) for f in facts]
+            keys = [
+                (f.split()[0], next(w for w in f.split() if w in __import__('sipf.arith', fromlist=['ITEMS']).ITEMS))
+                for f in facts
+            ]
             assert len(keys) == len(set(keys)), p.question
 
 
@@ -132,6 +166,9 @@ def test_dependency_order_when_not_shuffled():
         stated = set()
         for sent in p.question.split('. ')[:-1] + [p.question.split('. ')[-1].split('?')[0].rsplit('.', 1)[0]]:
             rel = re.match(r'(\w+) has \d+ (?:more|fewer|times as many) (\w+) (?:than|as) (\w+)', sent)
-            if rel: assert (rel[3], rel[2]) in stated, (p.question, sent); stated.add((rel[1], rel[2]))
-            elif base := re.match(r'(\w+) has \d+ (\w+)$', sent.rstrip('.')): stated.add((base[1], base[2]))
+            if rel:
+                assert (rel[3], rel[2]) in stated, (p.question, sent)
+                stated.add((rel[1], rel[2]))
+            elif base := re.match(r'(\w+) has \d+ (\w+)$', sent.rstrip('.')):
+                stated.add((base[1], base[2]))
         assert stated

@@ -1,7 +1,9 @@
 "The sipf command: `sipf demo --quick` end to end, and bad input failing fast with one clear line."
-import json, subprocess, sys, time
-from pathlib import Path as FilePath
-import pytest
+
+import json
+import subprocess
+import sys
+import time
 
 SIPF = [sys.executable, '-c', 'import sys; from sipf.cli import main; sys.exit(main())']
 
@@ -12,12 +14,14 @@ def sipf(*args, cwd=None, timeout=900):
 
 
 class _Result:
-    def __init__(self, returncode, stdout, stderr): self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
 def sipf_inproc(capsys, *args):
     "`sipf.cli.main` in this process (fast: no interpreter start-up per error case)."
     from sipf.cli import main
+
     code = main(['-q', *args])
     out = capsys.readouterr()
     return _Result(code, out.out, out.err)
@@ -28,7 +32,8 @@ def _one_line_error(r, *needles):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith('sipf: error: '), r.stderr[-2000:]
     assert 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    for n in needles: assert n in last, last
+    for n in needles:
+        assert n in last, last
 
 
 def test_config_typo(tmp_path, capsys):
@@ -54,10 +59,11 @@ def test_unknown_model_fails_before_work(tmp_path, capsys):
 
 
 def test_bad_data_fails_before_work(tmp_path, capsys):
-    bad = tmp_path/'train.jsonl'; bad.write_text('{"id": "a", "question": "q"\n')
-    r = sipf_inproc(capsys, 'run', 'toy-quick', '--set', f'task_path={bad}', '--set', f'runs_dir={tmp_path/"runs"}')
+    bad = tmp_path / 'train.jsonl'
+    bad.write_text('{"id": "a", "question": "q"\n')
+    r = sipf_inproc(capsys, 'run', 'toy-quick', '--set', f'task_path={bad}', '--set', f'runs_dir={tmp_path / "runs"}')
     _one_line_error(r, 'train.jsonl')
-    assert not (tmp_path/'runs').exists()
+    assert not (tmp_path / 'runs').exists()
 
 
 def test_unknown_method_and_task(capsys):
@@ -74,9 +80,10 @@ def test_demo_quick_end_to_end(tmp_path):
     t0 = time.time()
     r = sipf('demo', '--quick', '--runs-dir', str(tmp_path), timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ('SFT', 'SIPF-Iter1', 'SIPF-Iter3', 'SIOF-Iter3', 'RFT', 'SFT-gold-Iter3'): assert f'| {name} |' in r.stdout, r.stdout
-    res = json.loads((tmp_path/'results.json').read_text())
+    for name in ('SFT', 'SIPF-Iter1', 'SIPF-Iter3', 'SIOF-Iter3', 'RFT', 'SFT-gold-Iter3'):
+        assert f'| {name} |' in r.stdout, r.stdout
+    res = json.loads((tmp_path / 'results.json').read_text())
     assert len(res['mean']) == 1 + 3 + 3 + 1 + 3
-    assert (tmp_path/'plots'/'iterations.png').exists()
+    assert (tmp_path / 'plots' / 'iterations.png').exists()
     assert list(tmp_path.glob('seed0-sipf/iter_3/pairs.jsonl'))
     print(f"demo --quick took {time.time() - t0:.0f} s")

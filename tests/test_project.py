@@ -1,4 +1,5 @@
 "The project's own contracts: CI runs README's test command verbatim; settings that nbdev relies on."
+
 from configparser import ConfigParser
 from pathlib import Path
 
@@ -6,7 +7,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ci_command():
-    lines = [l for l in (ROOT / '.ci/run').read_text().splitlines() if l.strip() and not l.startswith(('#', 'set ', 'cd '))]
+    lines = [
+        l for l in (ROOT / '.ci/run').read_text().splitlines() if l.strip() and not l.startswith(('#', 'set ', 'cd '))
+    ]
     assert len(lines) == 1, f".ci/run should run exactly one command, found {lines}"
     return lines[0]
 
@@ -19,28 +22,39 @@ def test_ci_runs_readme_test_command_verbatim():
 
 
 def test_settings_skip_gpu_and_slow_cells():
-    cfg = ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini')
+    cfg = ConfigParser(delimiters=['='])
+    cfg.read(ROOT / 'settings.ini')
     assert cfg['DEFAULT']['tst_flags'].split() == ['notest', 'cuda', 'slow']
     dev = cfg['DEFAULT']['dev_requirements'].split()
-    for pin in ('nbdev==2.4.14', 'fastcore==1.14.5', 'execnb==0.1.18'): assert pin in dev
+    for pin in ('nbdev==2.4.14', 'fastcore==1.14.5', 'execnb==0.1.18'):
+        assert pin in dev
 
 
 def test_optional_extras_not_required():
-    cfg = ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini')
+    cfg = ConfigParser(delimiters=['='])
+    cfg.read(ROOT / 'settings.ini')
     req = cfg['DEFAULT']['requirements']
-    for extra in ('bitsandbytes', 'unsloth', 'vllm'): assert extra not in req
+    for extra in ('bitsandbytes', 'unsloth', 'vllm'):
+        assert extra not in req
 
 
 def test_run_sh_counts_a_failed_notebook_as_failed(tmp_path):
     "tests/run.sh must turn nbdev_test's failure report (its real wording) into failures and a red exit, not passes."
-    import os, subprocess
-    stubs = {'nbdev_export': 'exit 0', 'nbdev_clean': 'exit 0', 'jupyter': f'cat "{ROOT}/README.md"',
-             'nbdev_test': 'echo "AssertionError in nbs/05_simulate.ipynb"; echo; '
-                           'echo "nbdev Tests Failed On The Following Notebooks:"; echo "=========="; '
-                           'printf "\\t05_simulate.ipynb\\n"; exit 1',
-             'python': 'echo "3 passed in 0.1s"'}
+    import os
+    import subprocess
+
+    stubs = {
+        'nbdev_export': 'exit 0',
+        'nbdev_clean': 'exit 0',
+        'jupyter': f'cat "{ROOT}/README.md"',
+        'nbdev_test': 'echo "AssertionError in nbs/05_simulate.ipynb"; echo; '
+        'echo "nbdev Tests Failed On The Following Notebooks:"; echo "=========="; '
+        'printf "\\t05_simulate.ipynb\\n"; exit 1',
+        'python': 'echo "3 passed in 0.1s"',
+    }
     for name, body in stubs.items():
-        (tmp_path / name).write_text(f'#!/usr/bin/env bash\n{body}\n'); (tmp_path / name).chmod(0o755)
+        (tmp_path / name).write_text(f'#!/usr/bin/env bash\n{body}\n')
+        (tmp_path / name).chmod(0o755)
     env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", SIPF_CACHE=str(tmp_path / 'cache'))
     r = subprocess.run(['bash', str(ROOT / 'tests/run.sh')], capture_output=True, text=True, env=env, cwd=ROOT)
     last = r.stdout.strip().splitlines()[-1]

@@ -1,5 +1,11 @@
 "Edge cases of sipf.sample: kill-and-resume, determinism, quotas, dedup, time budget, stop strings, errors."
-import json, os, signal, subprocess, sys, time, types
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import types
 from pathlib import Path as FilePath
 
 import pytest
@@ -7,8 +13,16 @@ import torch
 
 from sipf.core import Path, Problem, read_jsonl
 from sipf.tasks import Task
-from sipf.sample import (Generation, SampleConfig, TransformersBackend, VLLMBackend, equation_key, near_duplicate, quota,
-                         sample_paths)
+from sipf.sample import (
+    Generation,
+    SampleConfig,
+    TransformersBackend,
+    VLLMBackend,
+    equation_key,
+    near_duplicate,
+    quota,
+    sample_paths,
+)
 
 HERE = FilePath(__file__).resolve().parent
 
@@ -16,22 +30,33 @@ HERE = FilePath(__file__).resolve().parent
 def toy_world(seed=0):
     "The toy world's tokenizer and its smallest Llama (random weights)."
     from sipf.models import toy_tokenizer, toy_model
+
     tok = toy_tokenizer()
     return tok, toy_model(tok, size='tiny', seed=seed).eval()
 
 
 class Sums(Task):
     "Minimal math task: steps are lines, the answer is the last word."
+
     name, kind, stop = 'sums', 'math', ['\n\n']
-    def prompt(self, p, style='instruct'): return f"{p.question}\n"
-    def split_steps(self, text): return [l for l in text.split('\n') if l.strip()]
-    def extract_answer(self, text): return text.split()[-1] if text.split() else None
-    def is_correct(self, p, text): return self.extract_answer(text) == p.answer
+
+    def prompt(self, p, style='instruct'):
+        return f"{p.question}\n"
+
+    def split_steps(self, text):
+        return [l for l in text.split('\n') if l.strip()]
+
+    def extract_answer(self, text):
+        return text.split()[-1] if text.split() else None
+
+    def is_correct(self, p, text):
+        return self.extract_answer(text) == p.answer
 
 
 def arith_parity(n):
     "Toy arith questions judged by the parity of the text length, so about half of a random model's samples are 'correct'."
     from sipf.arith import load_arith
+
     task = load_arith(split='test', n=n)
     task.is_correct = lambda p, text: len(text) % 2 == 0
     return task
@@ -39,15 +64,24 @@ def arith_parity(n):
 
 class Code(Sums):
     kind = 'code'
-    def extract_answer(self, text): return None
-    def is_correct(self, p, text): return 'return a + b' in text
+
+    def extract_answer(self, text):
+        return None
+
+    def is_correct(self, p, text):
+        return 'return a + b' in text
 
 
 class Scripted:
     "A backend cycling through fixed texts; counts calls and prompts."
-    def __init__(self, texts, delay=0.0): self.texts, self.delay, self.calls, self.i, self.prompts = texts, delay, 0, 0, 0
+
+    def __init__(self, texts, delay=0.0):
+        self.texts, self.delay, self.calls, self.i, self.prompts = texts, delay, 0, 0, 0
+
     def generate(self, prompts, n=1, temperature=0.0, max_new_tokens=256, stop=(), seed=None):
-        self.calls += 1; self.prompts += len(prompts); time.sleep(self.delay)
+        self.calls += 1
+        self.prompts += len(prompts)
+        time.sleep(self.delay)
         out = []
         for _ in prompts:
             out.append([Generation(self.texts[(self.i + j) % len(self.texts)], 3, True) for j in range(n)])
@@ -55,72 +89,90 @@ class Scripted:
         return out
 
 
-def problems(k, answer='7'): return [Problem(f'q{i}', f'{i} + 3 = ?', answer) for i in range(k)]
+def problems(k, answer='7'):
+    return [Problem(f'q{i}', f'{i} + 3 = ?', answer) for i in range(k)]
 
 
 @pytest.fixture(scope='module', autouse=True)
 def one_thread():
     "Tiny models: extra threads only add contention on a shared box; restored afterwards."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
 
 
 @pytest.fixture(scope='module')
-def world(): return toy_world()
+def world():
+    return toy_world()
 
 
 # ---------- the sampler killed with SIGKILL, then resumed ----------
 
 KILL_CFG = dict(n=4, max_new_tokens=8, n_pos=2, n_neg=2, max_rounds=6, time_budget=0, questions_per_round=2, seed=1)
 
+
 def run_sampler(model_dir, out_path, n_questions=12):
     "What the subprocess runs (and the uninterrupted reference): the saved toy model on toy arith questions."
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForCausalLM.from_pretrained(model_dir).eval()
     task = arith_parity(n_questions)
-    return sample_paths(task, TransformersBackend(model, tok, batch_size=16), task.problems, SampleConfig(**KILL_CFG), out_path)
+    return sample_paths(
+        task, TransformersBackend(model, tok, batch_size=16), task.problems, SampleConfig(**KILL_CFG), out_path
+    )
+
 
 def _spawn(model_dir, out_path):
-    code = (f"import sys, torch; torch.set_num_threads(1); sys.path.insert(0, {str(HERE)!r}); import test_sample; "
-            f"test_sample.run_sampler({str(model_dir)!r}, {str(out_path)!r})")
+    code = (
+        f"import sys, torch; torch.set_num_threads(1); sys.path.insert(0, {str(HERE)!r}); import test_sample; "
+        f"test_sample.run_sampler({str(model_dir)!r}, {str(out_path)!r})"
+    )
     env = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'TQDM_DISABLE': '1'}
     return subprocess.Popen([sys.executable, '-c', code], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-def _lines(p): return p.read_text().count('\n') if p.exists() else 0
+
+def _lines(p):
+    return p.read_text().count('\n') if p.exists() else 0
+
 
 def test_kill_and_resume_matches_uninterrupted(tmp_path, world):
     tok, model = world
-    model.save_pretrained(tmp_path/'model'); tok.save_pretrained(tmp_path/'model')
-    ref = run_sampler(tmp_path/'model', tmp_path/'ref.jsonl')
-    out = tmp_path/'killed.jsonl'
-    proc = _spawn(tmp_path/'model', out)
+    model.save_pretrained(tmp_path / 'model')
+    tok.save_pretrained(tmp_path / 'model')
+    ref = run_sampler(tmp_path / 'model', tmp_path / 'ref.jsonl')
+    out = tmp_path / 'killed.jsonl'
+    proc = _spawn(tmp_path / 'model', out)
     deadline = time.time() + 120
-    while _lines(out) < 6 and proc.poll() is None and time.time() < deadline: time.sleep(0.02)
+    while _lines(out) < 6 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
     assert proc.poll() is None, f"sampler ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
-    proc.send_signal(signal.SIGKILL); proc.wait()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     n_at_kill = _lines(out)
     assert 6 <= n_at_kill < len(ref), (n_at_kill, len(ref))
-    resumed = _spawn(tmp_path/'model', out); assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-2000:]
+    resumed = _spawn(tmp_path / 'model', out)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-2000:]
     rows = read_jsonl(out, Path)
     assert len(rows) == len(ref) == 12 * 4
     assert len({p.id for p in rows}) == len(rows)
-    assert sorted(l for l in out.read_text().splitlines()) == sorted((tmp_path/'ref.jsonl').read_text().splitlines())
+    assert sorted(l for l in out.read_text().splitlines()) == sorted((tmp_path / 'ref.jsonl').read_text().splitlines())
 
 
 def test_rerun_of_finished_run_adds_nothing(tmp_path):
     task, be = Sums(problems(3)), Scripted(['1 + 3 = 4\nThe answer is 4', '3 + 4 = 7\nThe answer is 7'])
     cfg = SampleConfig(n=2, n_pos=1, n_neg=1, time_budget=0)
-    first = sample_paths(task, be, task.problems, cfg, tmp_path/'s.jsonl')
+    first = sample_paths(task, be, task.problems, cfg, tmp_path / 's.jsonl')
     calls = be.calls
-    assert sample_paths(task, be, task.problems, cfg, tmp_path/'s.jsonl') == first
+    assert sample_paths(task, be, task.problems, cfg, tmp_path / 's.jsonl') == first
     assert be.calls == calls
 
 
 def test_existing_paths_count_toward_quotas(tmp_path):
     task = Sums(problems(1))
-    out = tmp_path/'s.jsonl'
+    out = tmp_path / 's.jsonl'
     from sipf.core import append_jsonl
+
     append_jsonl(out, [Path('q0', '3 + 4 = 7\nThe answer is 7', ['3 + 4 = 7', 'The answer is 7'], '7', True, 1)])
     be = Scripted(['a = 7\nThe answer is 7', 'b = 7\nThe answer is 7', 'wrong 8'])
     paths = sample_paths(task, be, task.problems, SampleConfig(n=3, n_pos=2, n_neg=1, time_budget=0, dedup='text'), out)
@@ -130,13 +182,16 @@ def test_existing_paths_count_toward_quotas(tmp_path):
 
 # ---------- determinism ----------
 
+
 def test_same_seed_same_jsonl(tmp_path, world):
     tok, model = world
     task = arith_parity(4)
+
     def run(name, seed, per_round=4):
         cfg = SampleConfig(n=4, max_new_tokens=12, max_rounds=2, seed=seed, questions_per_round=per_round)
-        sample_paths(task, TransformersBackend(model, tok, batch_size=8), task.problems, cfg, tmp_path/name)
-        return (tmp_path/name).read_text()
+        sample_paths(task, TransformersBackend(model, tok, batch_size=8), task.problems, cfg, tmp_path / name)
+        return (tmp_path / name).read_text()
+
     a = run('a.jsonl', 0)
     assert a and a == run('b.jsonl', 0)
     assert a != run('c.jsonl', 1)
@@ -157,6 +212,7 @@ def test_backend_seeded_and_batch_independent(world):
 
 # ---------- quotas, dedup, time budget ----------
 
+
 def test_quota_schedule():
     assert [quota(8, 0.5, k) for k in (1, 2, 3, 4)] == [8, 4, 2, 1]
     assert [quota(8, 0.25, k) for k in (1, 2, 3)] == [8, 2, 1]
@@ -168,7 +224,7 @@ def test_quotas_are_met_and_never_exceeded(tmp_path, iteration, decay, want):
     texts = [f'{i} + 3 = {i + 3}\nThe answer is {7 if i % 3 == 0 else i}' for i in range(60)]
     task = Sums(problems(5))
     cfg = SampleConfig(n=4, n_pos=4, n_neg=2, quota_decay=decay, max_rounds=50, time_budget=0)
-    paths = sample_paths(task, Scripted(texts), task.problems, cfg, tmp_path/'s.jsonl', iteration=iteration)
+    paths = sample_paths(task, Scripted(texts), task.problems, cfg, tmp_path / 's.jsonl', iteration=iteration)
     for p in task.problems:
         mine = [x for x in paths if x.problem_id == p.id]
         assert (sum(x.correct for x in mine), sum(not x.correct for x in mine)) == want
@@ -178,24 +234,30 @@ def test_quotas_are_met_and_never_exceeded(tmp_path, iteration, decay, want):
 def test_unmet_quotas_stop_at_max_rounds(tmp_path):
     be = Scripted(['3 + 4 = 8\nThe answer is 8'])
     task = Sums(problems(2))
-    paths = sample_paths(task, be, task.problems, SampleConfig(n=2, max_rounds=3, time_budget=0), tmp_path/'s.jsonl')
+    paths = sample_paths(task, be, task.problems, SampleConfig(n=2, max_rounds=3, time_budget=0), tmp_path / 's.jsonl')
     assert len(paths) == 2 and not any(p.correct for p in paths)  # one distinct wrong text per question
     assert be.calls == 3
-    assert [r['problem_ids'] for r in read_jsonl(tmp_path/'s.rounds.jsonl')] == [['q0', 'q1']] * 3
+    assert [r['problem_ids'] for r in read_jsonl(tmp_path / 's.rounds.jsonl')] == [['q0', 'q1']] * 3
 
 
 def test_time_budget_stops_a_question(tmp_path):
     be = Scripted([f'{i} = 8\nThe answer is 8' for i in range(1000)], delay=0.05)
     task = Sums(problems(2))
     cfg = SampleConfig(n=2, max_rounds=1000, time_budget=0.1, questions_per_round=2)
-    sample_paths(task, be, task.problems, cfg, tmp_path/'s.jsonl')
+    sample_paths(task, be, task.problems, cfg, tmp_path / 's.jsonl')
     assert 1 <= be.calls <= 5  # each round charges >= 0.025 s per question: at most ~4 rounds, never 1000
 
 
 def test_rounds_keep_batches_full(tmp_path):
     be = Scripted(['3 + 4 = 7\nThe answer is 7', '9\nThe answer is 9'])
     task = Sums(problems(10))
-    sample_paths(task, be, task.problems, SampleConfig(n=2, n_pos=1, n_neg=1, questions_per_round=4, time_budget=0), tmp_path/'s.jsonl')
+    sample_paths(
+        task,
+        be,
+        task.problems,
+        SampleConfig(n=2, n_pos=1, n_neg=1, questions_per_round=4, time_budget=0),
+        tmp_path / 's.jsonl',
+    )
     assert be.calls == 3 and be.prompts == 10
 
 
@@ -208,27 +270,44 @@ def test_equation_dedup():
 
 
 def test_dedup_in_sample_paths(tmp_path):
-    texts = ['3 + 4 = 7\nThe answer is 7', 'So 3 + 4 = 7\nThe answer is 7', '3+4 = 7\nThe answer is 7', '4 + 3 = 7\nThe answer is 7']
+    texts = [
+        '3 + 4 = 7\nThe answer is 7',
+        'So 3 + 4 = 7\nThe answer is 7',
+        '3+4 = 7\nThe answer is 7',
+        '4 + 3 = 7\nThe answer is 7',
+    ]
     task = Sums(problems(1))
     cfg = SampleConfig(n=4, n_pos=10, n_neg=10, max_rounds=2, time_budget=0)
-    eq = sample_paths(task, Scripted(texts), task.problems, cfg, tmp_path/'eq.jsonl')
+    eq = sample_paths(task, Scripted(texts), task.problems, cfg, tmp_path / 'eq.jsonl')
     assert [p.text for p in eq] == [texts[0], texts[3]]
-    exact = sample_paths(task, Scripted(texts), task.problems, SampleConfig(**{**vars(cfg), 'dedup': 'text'}), tmp_path/'t.jsonl')
+    exact = sample_paths(
+        task, Scripted(texts), task.problems, SampleConfig(**{**vars(cfg), 'dedup': 'text'}), tmp_path / 't.jsonl'
+    )
     assert len(exact) == 4 and len({p.id for p in exact}) == 4
 
 
 def test_code_dedup_by_edit_distance(tmp_path):
-    progs = ['def f(a, b):\n    return a + b\n', 'def f(x, y):\n    return x + y\n', 'def f(a, b):\n    return a + b \n',
-             'def f(a, b):\n    t = [a, b]\n    s = 0\n    for v in t:\n        s += v\n    return s\n']
+    progs = [
+        'def f(a, b):\n    return a + b\n',
+        'def f(x, y):\n    return x + y\n',
+        'def f(a, b):\n    return a + b \n',
+        'def f(a, b):\n    t = [a, b]\n    s = 0\n    for v in t:\n        s += v\n    return s\n',
+    ]
     assert near_duplicate(progs[1], progs[:1], 0.8) and not near_duplicate(progs[3], progs[:1], 0.8)
     task = Code(problems(1))
-    paths = sample_paths(task, Scripted(progs), task.problems, SampleConfig(n=4, edit_threshold=0.8, max_rounds=1, time_budget=0),
-                         tmp_path/'c.jsonl')
+    paths = sample_paths(
+        task,
+        Scripted(progs),
+        task.problems,
+        SampleConfig(n=4, edit_threshold=0.8, max_rounds=1, time_budget=0),
+        tmp_path / 'c.jsonl',
+    )
     assert [p.text for p in paths] == [progs[0], progs[3]]
     assert [p.correct for p in paths] == [True, False]
 
 
 # ---------- stop strings ----------
+
 
 def test_stop_strings_cut_text_and_stop_rows(world):
     tok, model = world
@@ -247,48 +326,78 @@ def test_stop_strings_cut_text_and_stop_rows(world):
             if hit is not None:
                 n_cut += 1
                 assert c.text == f.text[:hit] and c.finished and c.n_tokens <= f.n_tokens
-            else: assert c == f
+            else:
+                assert c == f
     assert n_cut >= 2
 
 
 # ---------- errors ----------
 
+
 def test_errors(tmp_path, world):
     tok, model = world
     be = TransformersBackend(model, tok)
-    with pytest.raises(ValueError, match='empty prompt list'): be.generate([])
-    with pytest.raises(ValueError, match='single str'): be.generate('1 + 2 = ')
-    with pytest.raises(ValueError, match='2 seeds for 1 prompts'): be.generate(['1'], seed=[1, 2])
+    with pytest.raises(ValueError, match='empty prompt list'):
+        be.generate([])
+    with pytest.raises(ValueError, match='single str'):
+        be.generate('1 + 2 = ')
+    with pytest.raises(ValueError, match='2 seeds for 1 prompts'):
+        be.generate(['1'], seed=[1, 2])
     from transformers import PreTrainedTokenizerFast
-    with pytest.raises(ValueError, match='has no pad token'): TransformersBackend(model, PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer))
+
+    with pytest.raises(ValueError, match='has no pad token'):
+        TransformersBackend(model, PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer))
     task = Sums(problems(2))
-    with pytest.raises(ValueError, match='empty problem list'): sample_paths(task, be, [], SampleConfig(), tmp_path/'x.jsonl')
-    with pytest.raises(ValueError, match="did you mean 'edit'"): sample_paths(task, be, task.problems, SampleConfig(dedup='edits'), tmp_path/'x.jsonl')
-    with pytest.raises(ValueError, match='quota_decay'): sample_paths(task, be, task.problems, SampleConfig(quota_decay=2), tmp_path/'x.jsonl')
-    with pytest.raises(ValueError, match="duplicate problem id 'q0'"): sample_paths(task, be, task.problems * 2, SampleConfig(), tmp_path/'x.jsonl')
-    assert not (tmp_path/'x.jsonl').exists()
+    with pytest.raises(ValueError, match='empty problem list'):
+        sample_paths(task, be, [], SampleConfig(), tmp_path / 'x.jsonl')
+    with pytest.raises(ValueError, match="did you mean 'edit'"):
+        sample_paths(task, be, task.problems, SampleConfig(dedup='edits'), tmp_path / 'x.jsonl')
+    with pytest.raises(ValueError, match='quota_decay'):
+        sample_paths(task, be, task.problems, SampleConfig(quota_decay=2), tmp_path / 'x.jsonl')
+    with pytest.raises(ValueError, match="duplicate problem id 'q0'"):
+        sample_paths(task, be, task.problems * 2, SampleConfig(), tmp_path / 'x.jsonl')
+    assert not (tmp_path / 'x.jsonl').exists()
 
 
 def test_vllm_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, 'vllm', None)  # makes `import vllm` raise ImportError
-    with pytest.raises(ImportError, match='VLLMBackend needs vllm'): VLLMBackend('some/model')
+    with pytest.raises(ImportError, match='VLLMBackend needs vllm'):
+        VLLMBackend('some/model')
 
 
 def test_vllm_mapping_with_a_fake_module(monkeypatch):
     seen = {}
+
     class LLM:
-        def __init__(self, **kw): seen['init'] = kw
+        def __init__(self, **kw):
+            seen['init'] = kw
+
         def generate(self, prompts, params, use_tqdm=True):
             seen['params'] = params
             one = params[0] if isinstance(params, list) else params
-            return [types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f'{p}:{j}', token_ids=[0] * (j + 1), finish_reason='length' if j else 'stop')
-                                                   for j in range(one.n)]) for p in prompts]
-    monkeypatch.setitem(sys.modules, 'vllm', types.SimpleNamespace(LLM=LLM, SamplingParams=lambda **kw: types.SimpleNamespace(**kw)))
+            return [
+                types.SimpleNamespace(
+                    outputs=[
+                        types.SimpleNamespace(
+                            text=f'{p}:{j}', token_ids=[0] * (j + 1), finish_reason='length' if j else 'stop'
+                        )
+                        for j in range(one.n)
+                    ]
+                )
+                for p in prompts
+            ]
+
+    monkeypatch.setitem(
+        sys.modules, 'vllm', types.SimpleNamespace(LLM=LLM, SamplingParams=lambda **kw: types.SimpleNamespace(**kw))
+    )
     be = VLLMBackend('m')
     assert seen['init'] == {'model': 'm', 'enable_prefix_caching': True}
     out = be.generate(['a', 'b'], n=2, temperature=1.0, max_new_tokens=5, stop=('\n\n',), seed=9)
     assert vars(seen['params']) == dict(n=2, temperature=1.0, max_tokens=5, stop=['\n\n'], seed=9)
-    assert out == [[Generation('a:0', 1, True), Generation('a:1', 2, False)], [Generation('b:0', 1, True), Generation('b:1', 2, False)]]
+    assert out == [
+        [Generation('a:0', 1, True), Generation('a:1', 2, False)],
+        [Generation('b:0', 1, True), Generation('b:1', 2, False)],
+    ]
     assert be.generate(['a'], n=3)[0] == [Generation('a:0', 1, True)] * 3  # greedy: one draw repeated
     be.generate(['a', 'b'], n=2, temperature=1.0, seed=[4, 5])
     assert [p.seed for p in seen['params']] == [4, 5]
@@ -297,20 +406,28 @@ def test_vllm_mapping_with_a_fake_module(monkeypatch):
 def test_greedy_gets_one_round(tmp_path):
     be = Scripted(['3 + 4 = 8\nThe answer is 8'])
     task = Sums(problems(3))
-    paths = sample_paths(task, be, task.problems, SampleConfig(n=1, temperature=0.0, max_rounds=4), tmp_path/'s.jsonl')
+    paths = sample_paths(
+        task, be, task.problems, SampleConfig(n=1, temperature=0.0, max_rounds=4), tmp_path / 's.jsonl'
+    )
     assert be.calls == 1 and len(paths) == 3
 
 
 def test_row_seeds_switch(tmp_path):
     seen = []
+
     class Seeded(Scripted):
         row_seeds = True
+
         def generate(self, prompts, seed=None, **kw):
-            seen.append(seed); return super().generate(prompts, seed=seed, **kw)
+            seen.append(seed)
+            return super().generate(prompts, seed=seed, **kw)
+
     task = Sums(problems(2))
     cfg = SampleConfig(n=1, max_rounds=1, time_budget=0)
-    sample_paths(task, Seeded(['x 7']), task.problems, cfg, tmp_path/'a.jsonl')
-    sample_paths(task, Seeded(['x 7']), task.problems, SampleConfig(**{**vars(cfg), 'row_seeds': False}), tmp_path/'b.jsonl')
-    sample_paths(task, Scripted(['x 7']), task.problems, cfg, tmp_path/'c.jsonl')  # a backend without row_seeds
+    sample_paths(task, Seeded(['x 7']), task.problems, cfg, tmp_path / 'a.jsonl')
+    sample_paths(
+        task, Seeded(['x 7']), task.problems, SampleConfig(**{**vars(cfg), 'row_seeds': False}), tmp_path / 'b.jsonl'
+    )
+    sample_paths(task, Scripted(['x 7']), task.problems, cfg, tmp_path / 'c.jsonl')  # a backend without row_seeds
     assert isinstance(seen[0], list) and len(seen[0]) == 2 and len(set(seen[0])) == 2
     assert isinstance(seen[1], int)

@@ -1,26 +1,48 @@
 "Edge cases of sipf.simulate: label logic, strategies on a fake simulator, determinism, and a labeller killed mid-run."
-import hashlib, itertools, json, os, re, signal, subprocess, sys, time
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
-from pathlib import Path as FilePath
 
 import pytest
 
 from sipf.core import Path, Problem, StepLabels, read_jsonl
-from sipf.simulate import (SimulateConfig, first_error, first_zero, hard_labels, label_paths, rollout_seed,
-                           step_decided, ROLLOUT_STRATEGIES)
+from sipf.simulate import (
+    SimulateConfig,
+    first_error,
+    first_zero,
+    hard_labels,
+    label_paths,
+    rollout_seed,
+    step_decided,
+    ROLLOUT_STRATEGIES,
+)
 from sipf.tasks import Task
 
 
 # ---------------------------------------------------------------- fixtures: a toy task and a fake simulator
 class LineTask(Task):
     "Steps are lines; the last line is `The answer is N`."
+
     name, kind, stop = 'lines', 'math', ['\n\n']
-    def prompt(self, problem, style='instruct'): return f'Q: {problem.question}\nA:\n'
-    def split_steps(self, text): return [l for l in text.split('\n') if l.strip()]
+
+    def prompt(self, problem, style='instruct'):
+        return f'Q: {problem.question}\nA:\n'
+
+    def split_steps(self, text):
+        return [l for l in text.split('\n') if l.strip()]
+
     def extract_answer(self, text):
         m = re.findall(r'The answer is (-?\d+)', text)
         return m[-1] if m else None
-    def is_correct(self, problem, completion): return self.extract_answer(completion) == problem.answer
+
+    def is_correct(self, problem, completion):
+        return self.extract_answer(completion) == problem.answer
 
 
 @dataclass
@@ -30,18 +52,24 @@ class Gen:
     finished: bool = True
 
 
-def _h(*parts) -> int: return int(hashlib.sha256('|'.join(map(str, parts)).encode()).hexdigest()[:8], 16)
+def _h(*parts) -> int:
+    return int(hashlib.sha256('|'.join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
 class FakeSim:
     """Deterministic in (prompt, seed): a prefix whose lines all say `ok` hits with probability 0.6, one with a `bad`
     line with probability `p_bad`. Counts calls and rows; optional sleep per call (for the kill test)."""
+
     def __init__(self, row_seeds=True, p_bad=0.05, sleep=0.0):
         self.row_seeds, self.p_bad, self.sleep, self.calls, self.rows, self.seeds = row_seeds, p_bad, sleep, 0, 0, []
+
     def generate(self, prompts, n=1, temperature=1.0, max_new_tokens=64, stop=(), seed=None):
         assert n == 1
-        self.calls += 1; self.rows += len(prompts); self.seeds.append(seed)
-        if self.sleep: time.sleep(self.sleep)
+        self.calls += 1
+        self.rows += len(prompts)
+        self.seeds.append(seed)
+        if self.sleep:
+            time.sleep(self.sleep)
         seeds = seed if isinstance(seed, list) else [_h(seed, i) for i in range(len(prompts))]
         out = []
         for p, s in zip(prompts, seeds):
@@ -92,10 +120,14 @@ def test_first_zero_on_every_monotone_oracle(n):
 
 
 def test_config_errors():
-    with pytest.raises(ValueError, match="unknown strategy 'exhaustiv'"): SimulateConfig(strategy='exhaustiv')
-    with pytest.raises(ValueError, match='delta=-1'): SimulateConfig(delta=-1)
-    with pytest.raises(ValueError, match='chunk_size'): SimulateConfig(chunk_size=0)
-    with pytest.raises(TypeError): SimulateConfig(n_rollout=4)
+    with pytest.raises(ValueError, match="unknown strategy 'exhaustiv'"):
+        SimulateConfig(strategy='exhaustiv')
+    with pytest.raises(ValueError, match='delta=-1'):
+        SimulateConfig(delta=-1)
+    with pytest.raises(ValueError, match='chunk_size'):
+        SimulateConfig(chunk_size=0)
+    with pytest.raises(TypeError):
+        SimulateConfig(n_rollout=4)
 
 
 def test_rollout_seed_is_stable_and_distinct():
@@ -120,7 +152,9 @@ def test_last_answer_step_labelled_by_outcome_without_rollouts():
     for correct in (True, False):
         steps = ['The answer is ' + ('1' if correct else '0')]
         sim = FakeSim()
-        [lab] = label_paths(task, sim, [Path('q', steps[0], steps=steps, correct=correct)], SimulateConfig(strategy='binary'))
+        [lab] = label_paths(
+            task, sim, [Path('q', steps[0], steps=steps, correct=correct)], SimulateConfig(strategy='binary')
+        )
         assert lab.labels == [int(correct)] and lab.hits == [8 * correct] and lab.tokens == 0 and sim.rows == 0
 
 
@@ -134,7 +168,9 @@ def test_unfinished_path_rolls_out_every_step():
 
 
 def test_code_task_last_step_is_rolled_out():
-    class CodeTask(LineTask): kind = 'code'
+    class CodeTask(LineTask):
+        kind = 'code'
+
     task = CodeTask([Problem('q', 'q', answer='1')])
     steps = ['step 0 ok', 'The answer is 1']
     [lab] = label_paths(task, FakeSim(), [Path('q', '\n'.join(steps), steps=steps, correct=True)], SimulateConfig())
@@ -170,7 +206,9 @@ def test_chunk_size_does_not_change_labels():
     task, paths = make_paths(15)
     ref = [r.labels for r in label_paths(task, FakeSim(), paths, SimulateConfig(strategy='early_stop'))]
     for k in (1, 3, 8):
-        assert [r.labels for r in label_paths(task, FakeSim(), paths, SimulateConfig(strategy='early_stop', chunk_size=k))] == ref
+        assert [
+            r.labels for r in label_paths(task, FakeSim(), paths, SimulateConfig(strategy='early_stop', chunk_size=k))
+        ] == ref
 
 
 def test_binary_matches_exhaustive_on_monotone_labels():
@@ -244,7 +282,8 @@ def test_resume_skips_labelled_paths_and_survives_a_torn_line(tmp_path):
     out = tmp_path / 'labels.jsonl'
     full = label_paths(task, FakeSim(), paths, SimulateConfig())
     label_paths(task, FakeSim(), paths[:5], SimulateConfig(), out)
-    with open(out, 'a') as f: f.write('{"path_id": "torn')
+    with open(out, 'a') as f:
+        f.write('{"path_id": "torn')
     sim = FakeSim()
     again = label_paths(task, sim, paths, SimulateConfig(), out)
     rows = read_jsonl(out, StepLabels)
@@ -265,8 +304,10 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     ref = read_jsonl(ref_out)
     proc = subprocess.Popen([sys.executable, __file__, str(out), '0.05'], stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
-    while time.time() < deadline and (not out.exists() or out.read_text().count('\n') < 5): time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL); proc.wait()
+    while time.time() < deadline and (not out.exists() or out.read_text().count('\n') < 5):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
     n_killed = len(read_jsonl(out))
     assert 5 <= n_killed < len(ref), n_killed
     subprocess.run([sys.executable, __file__, str(out), '0'], check=True, stderr=subprocess.DEVNULL)
@@ -284,22 +325,29 @@ if __name__ == '__main__':
 # ---------------------------------------------------------------- the toy world's oracle labels
 def test_truth_strategy_labels_the_first_slip_and_every_step_after(tmp_path):
     from sipf.tasks import load_task
+
     task = load_task('arith', split='train', n=20, seed=0)
     p = next(q for q in task.problems if q.solution.count('=') >= 2)
     lines = p.solution.split('\n')
     a, rest = lines[0].rsplit('= ', 1)
     slipped = '\n'.join([f'{a}= {int(rest) + 1}'] + lines[1:])  # the first equation off by one, carried nowhere
-    paths = [Path(p.id, t, steps=task.split_steps(t), answer=task.extract_answer(t), correct=task.is_correct(p, t)) for t in (p.solution, slipped)]
+    paths = [
+        Path(p.id, t, steps=task.split_steps(t), answer=task.extract_answer(t), correct=task.is_correct(p, t))
+        for t in (p.solution, slipped)
+    ]
     out = tmp_path / 'labels.jsonl'
     gold, slip = label_paths(task, None, paths, SimulateConfig(strategy='truth', n_rollouts=8), out)
     assert gold.labels == [1] * len(paths[0].steps) and gold.tokens == 0
     assert slip.labels == [0] * len(paths[1].steps) and slip.hits[0] == 0 and slip.n[0] == 8
     assert [r.path_id for r in read_jsonl(out, StepLabels)] == [paths[0].id, paths[1].id]
-    assert label_paths(task, None, paths, SimulateConfig(strategy='truth'), out)[1].labels == slip.labels  # resumed, not redone
+    assert (
+        label_paths(task, None, paths, SimulateConfig(strategy='truth'), out)[1].labels == slip.labels
+    )  # resumed, not redone
     assert len(read_jsonl(out, StepLabels)) == 2
 
 
 def test_truth_strategy_needs_a_task_that_knows_the_truth():
     paths = [Path('p0', 'ok\nThe answer is 1', steps=['ok', 'The answer is 1'], answer='1', correct=True)]
     task = LineTask([Problem('p0', 'q', '1')])
-    with pytest.raises(ValueError, match="strategy 'truth' needs a task"): label_paths(task, FakeSim(), paths, SimulateConfig(strategy='truth'))
+    with pytest.raises(ValueError, match="strategy 'truth' needs a task"):
+        label_paths(task, FakeSim(), paths, SimulateConfig(strategy='truth'))

@@ -1,50 +1,120 @@
 "sipf.tasks: answer extraction and code extraction edge cases, loader error contracts, and the real-data acceptance."
-import gzip, json, random, shutil, time
+
+import gzip
+import json
+import random
+import time
 from fractions import Fraction
 
 import pytest
 
 from sipf.core import Problem, data_dir
-from sipf.tasks import (COT_EXEMPLARS, INSTRUCT_TEMPLATE, MBPP_ORDERINGS, MathTask, extract_code, format_number, load_task,
-                        parse_number)
+from sipf.tasks import (
+    COT_EXEMPLARS,
+    INSTRUCT_TEMPLATE,
+    MBPP_ORDERINGS,
+    MathTask,
+    extract_code,
+    format_number,
+    load_task,
+    parse_number,
+)
 
 DATA = data_dir()
 MATH = MathTask([Problem('m/0', 'q', answer='18', solution='The answer is 18')])
 
 
 def timed(label, fn):
-    t0 = time.perf_counter(); out = fn(); print(f"{label}: {time.perf_counter() - t0:.2f}s"); return out
+    t0 = time.perf_counter()
+    out = fn()
+    print(f"{label}: {time.perf_counter() - t0:.2f}s")
+    return out
 
 
 # ---------------------------------------------------------------- numbers and math answers
-@pytest.mark.parametrize('text,expected', [
-    ('18', 18), ('-18', -18), ('\u221218', -18), ('$1,234', 1234), ('1,234,567.5', Fraction(2469135, 2)), ('18.000', 18),
-    ('.5', Fraction(1, 2)), ('3/4', Fraction(3, 4)), ('\\frac{3}{4}', Fraction(3, 4)), ('1{,}000', 1000), ('-$5', -5),
-    ('$-5', -5), ('18 eggs.', 18), ('1,23', 1), ('abc', None), ('', None), ('7/0', None)])
+@pytest.mark.parametrize(
+    'text,expected',
+    [
+        ('18', 18),
+        ('-18', -18),
+        ('\u221218', -18),
+        ('$1,234', 1234),
+        ('1,234,567.5', Fraction(2469135, 2)),
+        ('18.000', 18),
+        ('.5', Fraction(1, 2)),
+        ('3/4', Fraction(3, 4)),
+        ('\\frac{3}{4}', Fraction(3, 4)),
+        ('1{,}000', 1000),
+        ('-$5', -5),
+        ('$-5', -5),
+        ('18 eggs.', 18),
+        ('1,23', 1),
+        ('abc', None),
+        ('', None),
+        ('7/0', None),
+    ],
+)
 def test_parse_number(text, expected):
     assert parse_number(text) == expected
 
 
-@pytest.mark.parametrize('x,s', [(Fraction(18), '18'), (Fraction(-1, 4), '-0.25'), (Fraction(1, 3), '1/3'),
-                                 (Fraction(1, 100), '0.01'), (Fraction(-5, 2), '-2.5'), (Fraction(0), '0')])
+@pytest.mark.parametrize(
+    'x,s',
+    [
+        (Fraction(18), '18'),
+        (Fraction(-1, 4), '-0.25'),
+        (Fraction(1, 3), '1/3'),
+        (Fraction(1, 100), '0.01'),
+        (Fraction(-5, 2), '-2.5'),
+        (Fraction(0), '0'),
+    ],
+)
 def test_format_number(x, s):
     assert format_number(x) == s and parse_number(s) == x
 
 
-@pytest.mark.parametrize('text', [
-    'The answer is 18', 'The answer is 18.', 'the answer is $18.00', 'The answer is: 18 dollars per day.',
-    'The final answer is 18', '#### 18', '\\boxed{18}', 'So the answer is \\boxed{18}.', '**The answer is 18**',
-    '9 * 2 = 18\nThe answer is 18\nQuestion: Next one? The answer is 5', '9 * 2 = 18\nThe answer is 18.\nQ: 2+2?\nThe answer is 4',
-    'so the answer is 18.', 'x = 9 * 2 = 18, so the answer is 18', 'The answer is 18.0', 'The answer is 18\n\nThe answer is 19',
-    'The answer is 18 and 19', '16 - 3 - 4 = 9, so the final answer is 15 * 8\n#### 18', 'The answer is 9 * 2 = 18 dollars',
-    'so the answer is 9 * 2 = $18.'])
+@pytest.mark.parametrize(
+    'text',
+    [
+        'The answer is 18',
+        'The answer is 18.',
+        'the answer is $18.00',
+        'The answer is: 18 dollars per day.',
+        'The final answer is 18',
+        '#### 18',
+        '\\boxed{18}',
+        'So the answer is \\boxed{18}.',
+        '**The answer is 18**',
+        '9 * 2 = 18\nThe answer is 18\nQuestion: Next one? The answer is 5',
+        '9 * 2 = 18\nThe answer is 18.\nQ: 2+2?\nThe answer is 4',
+        'so the answer is 18.',
+        'x = 9 * 2 = 18, so the answer is 18',
+        'The answer is 18.0',
+        'The answer is 18\n\nThe answer is 19',
+        'The answer is 18 and 19',
+        '16 - 3 - 4 = 9, so the final answer is 15 * 8\n#### 18',
+        'The answer is 9 * 2 = 18 dollars',
+        'so the answer is 9 * 2 = $18.',
+    ],
+)
 def test_is_correct_accepts(text):
     assert MATH.is_correct(MATH.problems[0], text)
 
 
-@pytest.mark.parametrize('text', [
-    '9 * 2 = 18', 'The answer is 17', 'The answer is -18', 'The answer is', 'The answer is eighteen', '',
-    'Question: q\nThe answer is 17\nQ: The answer is 18', 'The answer is 1,8', 'The answer is 180'])
+@pytest.mark.parametrize(
+    'text',
+    [
+        '9 * 2 = 18',
+        'The answer is 17',
+        'The answer is -18',
+        'The answer is',
+        'The answer is eighteen',
+        '',
+        'Question: q\nThe answer is 17\nQ: The answer is 18',
+        'The answer is 1,8',
+        'The answer is 180',
+    ],
+)
 def test_is_correct_rejects(text):
     assert not MATH.is_correct(MATH.problems[0], text)
 
@@ -64,7 +134,11 @@ def test_numeric_compare_never_eval():
 
 
 def test_split_steps():
-    assert MATH.split_steps('  a = 1 \n\nb = 2\nThe answer is 2.\nmore text\nQuestion: x') == ['a = 1', 'b = 2', 'The answer is 2.']
+    assert MATH.split_steps('  a = 1 \n\nb = 2\nThe answer is 2.\nmore text\nQuestion: x') == [
+        'a = 1',
+        'b = 2',
+        'The answer is 2.',
+    ]
     assert MATH.split_steps('a = 1\nb = 2') == ['a = 1', 'b = 2']
     assert MATH.split_steps('a = 1\nQ: what\nb') == ['a = 1']
     assert MATH.split_steps('') == []
@@ -75,10 +149,20 @@ def test_prompts():
     assert MATH.prompt(p) == INSTRUCT_TEMPLATE.format(question='What is 2+2?') == 'Question: What is 2+2?\nAnswer:\n'
     cot = MATH.prompt(p, 'cot')
     assert cot.endswith('\n\nQuestion: What is 2+2?\nAnswer:\n') and cot.count('Question: ') == 9
-    assert len(COT_EXEMPLARS) == 8 and [MATH.extract_answer(a) for _, a in COT_EXEMPLARS] == ['6', '5', '39', '8', '9', '29', '33', '8']
+    assert len(COT_EXEMPLARS) == 8 and [MATH.extract_answer(a) for _, a in COT_EXEMPLARS] == [
+        '6',
+        '5',
+        '39',
+        '8',
+        '9',
+        '29',
+        '33',
+        '8',
+    ]
     assert all('\n\n' not in a for _, a in COT_EXEMPLARS)  # a blank line is a stop string
     assert '\n\n' in MATH.stop and '\nQuestion:' in MATH.stop
-    with pytest.raises(ValueError, match="unknown prompt style 'zero'"): MATH.prompt(p, 'zero')
+    with pytest.raises(ValueError, match="unknown prompt style 'zero'"):
+        MATH.prompt(p, 'zero')
 
 
 def test_arith_is_registered_lazily():
@@ -89,47 +173,66 @@ def test_arith_is_registered_lazily():
 
 
 # ---------------------------------------------------------------- code extraction and programs
-@pytest.mark.parametrize('text,expected', [
-    ('def f():\n    return 1', 'def f():\n    return 1'),
-    ('```python\ndef f():\n    return 1\n```\nExplanation: returns 1', 'def f():\n    return 1'),
-    ('```\ndef f():\n    return 1\n```', 'def f():\n    return 1'),
-    ('Sure:\n```py\ndef f():\n    return 1', 'def f():\n    return 1'),
-    ('def f():\n    return 1\n\nThis function returns one.', 'def f():\n    return 1'),
-    ('def f():\n    return 1\nprint(f())\nassert f() == 2\nif __name__ == "__main__":\n    input()', 'def f():\n    return 1'),
-    ('import math\nX = 2\ndef f():\n    return X\nQuestion: next task', 'import math\nX = 2\ndef f():\n    return X'),
-    ('def f():\r\n\treturn 1\r\n', 'def f():\n\treturn 1'),
-    ('def f(:', 'def f(:'), ('', '')])
+@pytest.mark.parametrize(
+    'text,expected',
+    [
+        ('def f():\n    return 1', 'def f():\n    return 1'),
+        ('```python\ndef f():\n    return 1\n```\nExplanation: returns 1', 'def f():\n    return 1'),
+        ('```\ndef f():\n    return 1\n```', 'def f():\n    return 1'),
+        ('Sure:\n```py\ndef f():\n    return 1', 'def f():\n    return 1'),
+        ('def f():\n    return 1\n\nThis function returns one.', 'def f():\n    return 1'),
+        (
+            'def f():\n    return 1\nprint(f())\nassert f() == 2\nif __name__ == "__main__":\n    input()',
+            'def f():\n    return 1',
+        ),
+        (
+            'import math\nX = 2\ndef f():\n    return X\nQuestion: next task',
+            'import math\nX = 2\ndef f():\n    return X',
+        ),
+        ('def f():\r\n\treturn 1\r\n', 'def f():\n\treturn 1'),
+        ('def f(:', 'def f(:'),
+        ('', ''),
+    ],
+)
 def test_extract_code(text, expected):
     assert extract_code(text) == expected
 
 
 @pytest.fixture(scope='module')
-def mbpp(): return load_task('mbpp', DATA/'mbpp')
+def mbpp():
+    return load_task('mbpp', DATA / 'mbpp')
 
 
 @pytest.fixture(scope='module')
-def he(): return load_task('humaneval', DATA/'humaneval')
+def he():
+    return load_task('humaneval', DATA / 'humaneval')
 
 
 def test_mbpp_splits_and_orderings(mbpp):
     assert len(mbpp) == 500 and mbpp.problems[0].id == 'mbpp/11' and mbpp.problems[-1].id == 'mbpp/510'
-    train = load_task('mbpp', DATA/'mbpp', split='train')
+    train = load_task('mbpp', DATA / 'mbpp', split='train')
     assert len(train) == 2244 and train.problems[0].id == 'mbpp/601#0' and train.problems[5].id == 'mbpp/601#5'
     six = train.problems[:6]
     assert [p.meta['shown_tests'] for p in six] == [[six[0].tests[i], six[0].tests[j]] for i, j in MBPP_ORDERINGS]
     assert len({tuple(p.meta['shown_tests']) for p in six}) == 6 and all(len(p.tests) == 3 for p in six)
-    assert len(load_task('mbpp', DATA/'mbpp', split='train', orderings=1)) == 374
-    assert len(load_task('mbpp', DATA/'mbpp', split='test', orderings=6)) == 3000
-    assert len(load_task('mbpp', DATA/'mbpp', split='validation')) == 90 and len(load_task('mbpp', DATA/'mbpp', split='prompt')) == 10
+    assert len(load_task('mbpp', DATA / 'mbpp', split='train', orderings=1)) == 374
+    assert len(load_task('mbpp', DATA / 'mbpp', split='test', orderings=6)) == 3000
+    assert (
+        len(load_task('mbpp', DATA / 'mbpp', split='validation')) == 90
+        and len(load_task('mbpp', DATA / 'mbpp', split='prompt')) == 10
+    )
 
 
 def test_mbpp_prompt_shows_two_tests_judges_three(mbpp):
     p = mbpp.problems[0]
     prompt = mbpp.prompt(p)
-    assert prompt.startswith(f'Question: {p.question}\nYour code should pass these tests:\n') and prompt.endswith('\nAnswer:\n')
+    assert prompt.startswith(f'Question: {p.question}\nYour code should pass these tests:\n') and prompt.endswith(
+        '\nAnswer:\n'
+    )
     assert [t in prompt for t in p.tests] == [True, True, False]
     assert mbpp.prompt(p, 'cot') == prompt  # code is 0-shot for the cot baseline too
-    with pytest.raises(ValueError, match="unknown prompt style 'cott'"): mbpp.prompt(p, 'cott')
+    with pytest.raises(ValueError, match="unknown prompt style 'cott'"):
+        mbpp.prompt(p, 'cott')
     prog = mbpp.program(p, p.solution)
     assert all(t in prog for t in p.tests)
     setup = mbpp.by_id('mbpp/367') if any(q.id == 'mbpp/367' for q in mbpp.problems) else None
@@ -137,7 +240,7 @@ def test_mbpp_prompt_shows_two_tests_judges_three(mbpp):
 
 
 def test_mbpp_setup_code_runs_after_solution():
-    train = load_task('mbpp', DATA/'mbpp', split='train', orderings=1)
+    train = load_task('mbpp', DATA / 'mbpp', split='train', orderings=1)
     p = train.by_id('mbpp/927')
     prog = train.program(p, p.solution)
     assert p.meta['setup'] and prog.index('class Node') < prog.index(p.meta['setup']) < prog.index(p.tests[0])
@@ -150,112 +253,155 @@ def test_humaneval_prompt_layout(he):
         'Your code should pass these tests:\n'
         'assert has_close_elements([1.0, 2.0, 3.0], 0.5) == False\n'
         'assert has_close_elements([1.0, 2.8, 3.0, 4.0, 5.0, 2.0], 0.3) == True\n'
-        'Function: def has_close_elements(numbers: List[float], threshold: float) -> bool:\nAnswer:\n')
+        'Function: def has_close_elements(numbers: List[float], threshold: float) -> bool:\nAnswer:\n'
+    )
     assert all(p.question and p.meta['signature'].startswith('def ') for p in he.problems)
     assert '>>>' not in ''.join(he.prompt(p) for p in he.problems)
     no_examples = he.by_id('humaneval/83')
-    assert 'Your code should pass' not in he.prompt(no_examples) and 'Function: def starts_one_ends(n):' in he.prompt(no_examples)
-    assert he.by_id('humaneval/115').question.startswith('You are given a rectangular grid')  # docstring after `import math`
+    assert 'Your code should pass' not in he.prompt(no_examples) and 'Function: def starts_one_ends(n):' in he.prompt(
+        no_examples
+    )
+    assert he.by_id('humaneval/115').question.startswith(
+        'You are given a rectangular grid'
+    )  # docstring after `import math`
     assert he.by_id('humaneval/32').meta['shown_tests'][0] == 'assert round(find_zero([1, 2]), 2) == -0.5'
 
 
 def test_code_judge_forms(he, mbpp):
     p, q = he.by_id('humaneval/10'), mbpp.problems[0]
-    body = p.solution[len(p.meta['prompt']):]
+    body = p.solution[len(p.meta['prompt']) :]
     assert he.judge([p, p, p], [p.solution, body, '```python\n' + p.solution + '\n```\nDone.']) == [True, True, True]
-    bad = ['', 'def make_palindrome(string):\n    return string', 'import sys\nsys.exit(0)',
-           'def make_palindrome(string):\n    while True: pass']
-    assert load_task('humaneval', DATA/'humaneval', timeout=2).judge([p] * len(bad), bad) == [False] * len(bad)
+    bad = [
+        '',
+        'def make_palindrome(string):\n    return string',
+        'import sys\nsys.exit(0)',
+        'def make_palindrome(string):\n    while True: pass',
+    ]
+    assert load_task('humaneval', DATA / 'humaneval', timeout=2).judge([p] * len(bad), bad) == [False] * len(bad)
     assert mbpp.is_correct(q, q.solution) and not mbpp.is_correct(q, 'def min_cost(cost, m, n):\n    return 8')
 
 
 # ---------------------------------------------------------------- loaders: files, hub path, errors
 def test_unknown_task():
-    with pytest.raises(ValueError, match="unknown task 'gsm8kk'.*did you mean 'gsm8k'"): load_task('gsm8kk')
+    with pytest.raises(ValueError, match="unknown task 'gsm8kk'.*did you mean 'gsm8k'"):
+        load_task('gsm8kk')
 
 
 def test_missing_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match='nope'): load_task('gsm8k', tmp_path/'nope')
-    with pytest.raises(FileNotFoundError, match='test.jsonl'): load_task('gsm8k', tmp_path)
-    with pytest.raises(FileNotFoundError, match='mbpp.jsonl'): load_task('mbpp', tmp_path)
-    with pytest.raises(FileNotFoundError, match='HumanEval.jsonl'): load_task('humaneval', tmp_path)
-    with pytest.raises(FileNotFoundError, match='college_mathematics_test.csv'): load_task('mmlu_math', tmp_path)
+    with pytest.raises(FileNotFoundError, match='nope'):
+        load_task('gsm8k', tmp_path / 'nope')
+    with pytest.raises(FileNotFoundError, match='test.jsonl'):
+        load_task('gsm8k', tmp_path)
+    with pytest.raises(FileNotFoundError, match='mbpp.jsonl'):
+        load_task('mbpp', tmp_path)
+    with pytest.raises(FileNotFoundError, match='HumanEval.jsonl'):
+        load_task('humaneval', tmp_path)
+    with pytest.raises(FileNotFoundError, match='college_mathematics_test.csv'):
+        load_task('mmlu_math', tmp_path)
 
 
 def test_malformed_rows_name_file_and_line(tmp_path):
-    f = tmp_path/'test.jsonl'
+    f = tmp_path / 'test.jsonl'
     good = json.dumps({'question': 'q', 'answer': 'a\n#### 3'})
     f.write_text(good + '\n{"question": "q"\n')
-    with pytest.raises(ValueError, match=r'test.jsonl:2: malformed json'): load_task('gsm8k', f)
+    with pytest.raises(ValueError, match=r'test.jsonl:2: malformed json'):
+        load_task('gsm8k', f)
     f.write_text(good + '\n' + json.dumps({'question': 'q'}) + '\n')
-    with pytest.raises(ValueError, match=r"test.jsonl:2: row has no field 'answer'"): load_task('gsm8k', f)
+    with pytest.raises(ValueError, match=r"test.jsonl:2: row has no field 'answer'"):
+        load_task('gsm8k', f)
     f.write_text(json.dumps({'question': 'q', 'answer': 'no final line'}) + '\n')
-    with pytest.raises(ValueError, match=r"test.jsonl:1: GSM8K answer has no '#### N'"): load_task('gsm8k', f)
+    with pytest.raises(ValueError, match=r"test.jsonl:1: GSM8K answer has no '#### N'"):
+        load_task('gsm8k', f)
     f.write_text(json.dumps({'question': 'q', 'answer': '#### many'}) + '\n')
-    with pytest.raises(ValueError, match=r"test.jsonl:1: GSM8K final answer 'many' is not a number"): load_task('gsm8k', f)
+    with pytest.raises(ValueError, match=r"test.jsonl:1: GSM8K final answer 'many' is not a number"):
+        load_task('gsm8k', f)
     f.write_text('[1, 2]\n')
-    with pytest.raises(ValueError, match=r'test.jsonl:1: row is a list'): load_task('gsm8k', f)
-    m = tmp_path/'mbpp.jsonl'
+    with pytest.raises(ValueError, match=r'test.jsonl:1: row is a list'):
+        load_task('gsm8k', f)
+    m = tmp_path / 'mbpp.jsonl'
     m.write_text(json.dumps({'text': 't', 'code': 'c', 'task_id': 11, 'test_list': ['a', 'b']}) + '\n')
-    with pytest.raises(ValueError, match=r'mbpp.jsonl:1: MBPP row needs 3 tests'): load_task('mbpp', m)
-    c = tmp_path/'college_mathematics_test.csv'
+    with pytest.raises(ValueError, match=r'mbpp.jsonl:1: MBPP row needs 3 tests'):
+        load_task('mbpp', m)
+    c = tmp_path / 'college_mathematics_test.csv'
     c.write_text('q,1,2,3,4,A\nq,1,2,3\n')
-    with pytest.raises(ValueError, match=r'college_mathematics_test.csv:2: expected 6 fields'): load_task('mmlu_math', c)
-    h = tmp_path/'HumanEval.jsonl'
-    h.write_text(json.dumps({'task_id': 'HumanEval/0', 'prompt': 'x = 1\n', 'canonical_solution': '', 'test': '',
-                             'entry_point': 'f'}) + '\n')
-    with pytest.raises(ValueError, match=r"HumanEval.jsonl:1: prompt does not define 'f'"): load_task('humaneval', h)
+    with pytest.raises(ValueError, match=r'college_mathematics_test.csv:2: expected 6 fields'):
+        load_task('mmlu_math', c)
+    h = tmp_path / 'HumanEval.jsonl'
+    h.write_text(
+        json.dumps(
+            {'task_id': 'HumanEval/0', 'prompt': 'x = 1\n', 'canonical_solution': '', 'test': '', 'entry_point': 'f'}
+        )
+        + '\n'
+    )
+    with pytest.raises(ValueError, match=r"HumanEval.jsonl:1: prompt does not define 'f'"):
+        load_task('humaneval', h)
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match="unknown MBPP split 'tset'"): load_task('mbpp', DATA/'mbpp', split='tset')
-    with pytest.raises(ValueError, match='orderings must be 1..6'): load_task('mbpp', DATA/'mbpp', orderings=7)
-    with pytest.raises(ValueError, match="only a 'test' split"): load_task('humaneval', DATA/'humaneval', split='train')
-    with pytest.raises(TypeError): load_task('gsm8k', DATA/'gsm8k', orderings=2)
+    with pytest.raises(ValueError, match="unknown MBPP split 'tset'"):
+        load_task('mbpp', DATA / 'mbpp', split='tset')
+    with pytest.raises(ValueError, match='orderings must be 1..6'):
+        load_task('mbpp', DATA / 'mbpp', orderings=7)
+    with pytest.raises(ValueError, match="only a 'test' split"):
+        load_task('humaneval', DATA / 'humaneval', split='train')
+    with pytest.raises(TypeError):
+        load_task('gsm8k', DATA / 'gsm8k', orderings=2)
 
 
 def test_local_path_forms(tmp_path, he):
-    assert len(load_task('gsm8k', DATA/'gsm8k'/'test.jsonl')) == 1319 == len(load_task('gsm8k', DATA/'gsm8k'))
-    plain = tmp_path/'HumanEval.jsonl'
-    plain.write_bytes(gzip.decompress((DATA/'humaneval'/'HumanEval.jsonl.gz').read_bytes()))
+    assert len(load_task('gsm8k', DATA / 'gsm8k' / 'test.jsonl')) == 1319 == len(load_task('gsm8k', DATA / 'gsm8k'))
+    plain = tmp_path / 'HumanEval.jsonl'
+    plain.write_bytes(gzip.decompress((DATA / 'humaneval' / 'HumanEval.jsonl.gz').read_bytes()))
     assert load_task('humaneval', tmp_path).problems == he.problems
-    mm = [load_task('mmlu_math', p) for p in (DATA/'mmlu', DATA/'mmlu'/'test')]
+    mm = [load_task('mmlu_math', p) for p in (DATA / 'mmlu', DATA / 'mmlu' / 'test')]
     assert mm[0].problems == mm[1].problems
-    one = load_task('mmlu_math', DATA/'mmlu'/'test'/'college_mathematics_test.csv')
+    one = load_task('mmlu_math', DATA / 'mmlu' / 'test' / 'college_mathematics_test.csv')
     assert [p.id for p in one.problems] == [p.id for p in mm[0].problems if p.id.startswith('mmlu_math/college_')]
 
 
 def test_hub_path_uses_same_conversion(monkeypatch):
     "path=None goes through datasets.load_dataset with the usual ids; rows become the same Problems as local files."
     import datasets
+
     calls = []
+
     def fake_load_dataset(hub_id, config=None, split=None):
         calls.append((hub_id, config, split))
-        if hub_id == 'openai/gsm8k': return [json.loads(l) for l in (DATA/'gsm8k'/f'{split}.jsonl').open()][:5]
+        if hub_id == 'openai/gsm8k':
+            return [json.loads(l) for l in (DATA / 'gsm8k' / f'{split}.jsonl').open()][:5]
         if hub_id == 'google-research-datasets/mbpp':
             lo, hi = {'test': (11, 510), 'train': (601, 974)}[split]
-            return [r for r in map(json.loads, (DATA/'mbpp'/'mbpp.jsonl').open()) if lo <= r['task_id'] <= hi]
-        if hub_id == 'openai/openai_humaneval': return [json.loads(l) for l in gzip.open(DATA/'humaneval'/'HumanEval.jsonl.gz', 'rt')]
+            return [r for r in map(json.loads, (DATA / 'mbpp' / 'mbpp.jsonl').open()) if lo <= r['task_id'] <= hi]
+        if hub_id == 'openai/openai_humaneval':
+            return [json.loads(l) for l in gzip.open(DATA / 'humaneval' / 'HumanEval.jsonl.gz', 'rt')]
         if hub_id == 'cais/mmlu':
             import csv
-            rows = csv.reader((DATA/'mmlu'/'test'/f'{config}_test.csv').open(newline=''))
-            return [{'question': r[0], 'subject': config, 'choices': r[1:5], 'answer': 'ABCD'.index(r[5])} for r in rows]
+
+            rows = csv.reader((DATA / 'mmlu' / 'test' / f'{config}_test.csv').open(newline=''))
+            return [
+                {'question': r[0], 'subject': config, 'choices': r[1:5], 'answer': 'ABCD'.index(r[5])} for r in rows
+            ]
         raise AssertionError(hub_id)
+
     monkeypatch.setattr(datasets, 'load_dataset', fake_load_dataset)
-    assert load_task('gsm8k', split='train').problems == load_task('gsm8k', DATA/'gsm8k', split='train').problems[:5]
-    assert load_task('mbpp').problems == load_task('mbpp', DATA/'mbpp').problems
-    assert load_task('humaneval').problems == load_task('humaneval', DATA/'humaneval').problems
-    assert load_task('mmlu_math').problems == load_task('mmlu_math', DATA/'mmlu').problems
+    assert load_task('gsm8k', split='train').problems == load_task('gsm8k', DATA / 'gsm8k', split='train').problems[:5]
+    assert load_task('mbpp').problems == load_task('mbpp', DATA / 'mbpp').problems
+    assert load_task('humaneval').problems == load_task('humaneval', DATA / 'humaneval').problems
+    assert load_task('mmlu_math').problems == load_task('mmlu_math', DATA / 'mmlu').problems
     assert ('openai/gsm8k', 'main', 'train') in calls and ('google-research-datasets/mbpp', 'full', 'test') in calls
-    assert ('openai/openai_humaneval', None, 'test') in calls and ('cais/mmlu', 'elementary_mathematics', 'test') in calls
+    assert ('openai/openai_humaneval', None, 'test') in calls and (
+        'cais/mmlu',
+        'elementary_mathematics',
+        'test',
+    ) in calls
 
 
 # ---------------------------------------------------------------- acceptance on the real benchmark files
 def test_gsm8k_all_8792_golds():
     n = 0
     for split, size in (('train', 7473), ('test', 1319)):
-        task = timed(f'load gsm8k {split}', lambda: load_task('gsm8k', DATA/'gsm8k', split=split))
-        raw = [json.loads(l) for l in (DATA/'gsm8k'/f'{split}.jsonl').open()]
+        task = timed(f'load gsm8k {split}', lambda: load_task('gsm8k', DATA / 'gsm8k', split=split))
+        raw = [json.loads(l) for l in (DATA / 'gsm8k' / f'{split}.jsonl').open()]
         assert len(task) == len(raw) == size
         for p, r in zip(task.problems, raw):
             gold = r['answer'].rsplit('####', 1)[1].strip().replace(',', '')
@@ -269,18 +415,24 @@ def test_gsm8k_all_8792_golds():
 
 
 def test_mmlu_math_354():
-    task = load_task('mmlu_math', DATA/'mmlu')
+    task = load_task('mmlu_math', DATA / 'mmlu')
     assert len(task) == 354 and len({p.id for p in task.problems}) == 354
-    by_subject = {s: sum(p.id.startswith(f'mmlu_math/{s}/') for p in task.problems)
-                  for s in ('college_mathematics', 'high_school_mathematics', 'elementary_mathematics')}
+    by_subject = {
+        s: sum(p.id.startswith(f'mmlu_math/{s}/') for p in task.problems)
+        for s in ('college_mathematics', 'high_school_mathematics', 'elementary_mathematics')
+    }
     assert by_subject == {'college_mathematics': 26, 'high_school_mathematics': 177, 'elementary_mathematics': 151}
     assert all(task.is_correct(p, p.solution) for p in task.problems)
-    assert all(p.answer == format_number(parse_number(p.meta['options']['ABCD'.index(p.meta['letter'])].replace(',', '')))
-               for p in task.problems)
+    assert all(
+        p.answer == format_number(parse_number(p.meta['options']['ABCD'.index(p.meta['letter'])].replace(',', '')))
+        for p in task.problems
+    )
 
 
 def _shuffled(solutions, seed=0):
-    out = list(solutions); random.Random(seed).shuffle(out); return out
+    out = list(solutions)
+    random.Random(seed).shuffle(out)
+    return out
 
 
 def test_humaneval_canonical_pass_and_shuffled_fail(he):
@@ -292,8 +444,8 @@ def test_humaneval_canonical_pass_and_shuffled_fail(he):
 
 
 def test_mbpp_references_pass_and_shuffled_fail():
-    test = load_task('mbpp', DATA/'mbpp', split='test')
-    train = load_task('mbpp', DATA/'mbpp', split='train', orderings=1)
+    test = load_task('mbpp', DATA / 'mbpp', split='test')
+    train = load_task('mbpp', DATA / 'mbpp', split='train', orderings=1)
     problems = test.problems + train.problems
     assert (len(test), len(train)) == (500, 374)
     ok = timed('mbpp 874 references', lambda: test.judge(problems, [p.solution for p in problems]))
