@@ -21,51 +21,14 @@ from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 from .core import Pair, check_keys, read_jsonl, seed_everything, write_json
+from .config import OBJECTIVES, AlignConfig, LoraOptions
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'OBJECTIVES', 'PRESETS', 'PAPER_GRID', 'AlignConfig', 'align_preset', 'completion_nll',
-           'CompletionORPOTrainer', 'preference_rows', 'sft_rows', 'trl_args', 'MetricsLogger', 'capped_steps', 'align',
-           'logp_traces', 'logp_trend', 'plot_logps', 'parse_sets', 'main']
-
-# %% ../nbs/08_align.ipynb #17d07ae8
-OBJECTIVES = ('orpo', 'dpo', 'rpo', 'sft')
-
-
-@dataclass
-class AlignConfig:
-    "One alignment stage: objective, optimisation and adapter settings (CPU-safe defaults)."
-
-    objective: str = 'orpo'  # 'orpo' | 'dpo' | 'rpo' (DPO + NLL) | 'sft'
-    beta: float = 0.1  # ORPO: OR weight λ of Eq. 7; DPO/RPO: KL strength β
-    nll_weight: float = 1.0  # RPO: weight α of the NLL term
-    completion_only_nll: bool = True  # ORPO: NLL on the chosen completion only (Eq. 7), not TRL's prompt + completion
-    epochs: float = 1.0  # passes over the pairs
-    max_steps: int = -1  # stop after this many optimizer steps (-1: use epochs)
-    max_epochs: float = 0.0  # with max_steps: at most this many passes over the data (0: no cap)
-    lr: float = 5e-5  # peak learning rate
-    scheduler: str = 'linear'  # learning-rate decay (any transformers scheduler name)
-    warmup_ratio: float = 0.1  # fraction of steps spent warming up
-    max_grad_norm: float = 0.3  # gradient clipping
-    batch_size: int = 8  # pairs (or SFT rows) per device per step
-    grad_accum: int = 1  # gradient accumulation steps
-    max_length: int = 512  # longest prompt + completion in tokens
-    lora: bool = False  # train a LoRA adapter instead of all weights
-    qlora: bool = False  # 4-bit base + LoRA adapter (needs bitsandbytes)
-    lora_r: int = 16  # adapter rank
-    lora_alpha: int = 32  # adapter scaling numerator
-    lora_dropout: float = 0.05  # adapter dropout
-    bf16: bool | None = None  # None: bf16 when a GPU supports it; always off on CPU
-    seed: int = 0  # data order, dropout, adapter init
-    logging_steps: int = 5  # log the training batches' log-probs (and loss) every this many steps
-    trace_steps: int = 0  # every this many steps, and at the start, log-probs of a fixed set of pairs (0: off)
-    trace_pairs: int = 64  # size of that fixed set (the first pairs)
-    progress: bool = False  # show the trainer's progress bar
-
-    def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective '{self.objective}'; use one of {OBJECTIVES}")
+__all__ = ['logger', 'PRESETS', 'PAPER_GRID', 'align_preset', 'completion_nll', 'CompletionORPOTrainer', 'preference_rows',
+           'sft_rows', 'trl_args', 'MetricsLogger', 'capped_steps', 'align', 'logp_traces', 'logp_trend', 'plot_logps',
+           'parse_sets', 'main']
 
 # %% ../nbs/08_align.ipynb #83651e5f
 PRESETS = {
@@ -74,11 +37,9 @@ PRESETS = {
         warmup_ratio=0.1,
         max_grad_norm=0.3,
         beta=0.1,
-        qlora=True,
-        lora_r=256,
-        lora_alpha=128,
-        lora_dropout=0.05,
-        bf16=True,
+        adapter='qlora',
+        lora=LoraOptions(r=256, alpha=128, dropout=0.05),
+        precision='bf16',
         batch_size=8,
         grad_accum=6,
         epochs=1.0,
@@ -130,46 +91,22 @@ def sft_rows(data: Iterable) -> dict:
     return {'prompt': [_get(r, 'prompt') for r in data], 'completion': comp}
 
 # %% ../nbs/08_align.ipynb #745a6d68
-def _bf16(config: AlignConfig) -> bool:
-    "bf16 only when asked for (or left to default) and a GPU supports it."
-    return config.bf16 is not False and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+def trl_args(config: AlignConfig, output_dir, use_cpu: bool | None = None, **extra):
+    "The TRL config (`ORPOConfig` or `DPOConfig`) of a preference objective, built by the one `training_args`."
+    from sipf.models import training_args
 
-
-def trl_args(config: AlignConfig, output_dir, use_cpu: bool | None = None):
-    "The TRL config (`ORPOConfig` or `DPOConfig`) of a preference objective."
-    use_cpu = not torch.cuda.is_available() if use_cpu is None else use_cpu
-    common = dict(
-        output_dir=str(output_dir),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.lr,
-        lr_scheduler_type=config.scheduler,
-        warmup_steps=config.warmup_ratio,
-        max_grad_norm=config.max_grad_norm,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        max_length=config.max_length,
-        beta=config.beta,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=config.logging_steps,
-        save_strategy='no',
-        report_to='none',
-        bf16=_bf16(config) and not use_cpu,
-        fp16=False,
-        use_cpu=use_cpu,
-        dataloader_num_workers=0,
-        disable_tqdm=not config.progress,
-        per_device_eval_batch_size=config.batch_size,
-    )
+    kw = dict(beta=config.beta, **extra)
     if config.trace_steps > 0:
-        common.update(eval_strategy='steps', eval_steps=config.trace_steps, eval_on_start=True)
-    if config.objective == 'orpo':
-        return ORPOConfig(**common)
+        kw.update(eval_strategy='steps', eval_steps=config.trace_steps, eval_on_start=True)
+    if config.objective == 'orpo':  # its DPO-style collator needs the raw columns (TRL warns and sets it otherwise)
+        return training_args(config, output_dir, ORPOConfig, use_cpu, remove_unused_columns=False, **kw)
     if config.objective == 'dpo':
-        return DPOConfig(**common, loss_type=['sigmoid'])
+        return training_args(config, output_dir, DPOConfig, use_cpu, loss_type=['sigmoid'], **kw)
     if config.objective == 'rpo':
-        return DPOConfig(**common, loss_type=['sigmoid', 'sft'], loss_weights=[1.0, config.nll_weight])
+        weights = [1.0, config.nll_weight]
+        return training_args(
+            config, output_dir, DPOConfig, use_cpu, loss_type=['sigmoid', 'sft'], loss_weights=weights, **kw
+        )
     raise ValueError(
         f"objective '{config.objective}' has no preference trainer (sft trains through sipf.models.train_sft)"
     )
@@ -189,56 +126,32 @@ class MetricsLogger(TrainerCallback):
 
 # %% ../nbs/08_align.ipynb #f99743e6
 def _load(model_path, config: AlignConfig):
-    from sipf.models import load_model, LoraOptions
+    from sipf.models import load_model
 
-    opts = LoraOptions(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
-    return load_model(
-        model_path,
-        lora=config.lora,
-        qlora=config.qlora,
-        lora_opts=opts,
-        device='cpu' if not torch.cuda.is_available() else None,
-    )
+    device = 'cpu' if not torch.cuda.is_available() else None
+    return load_model(model_path, adapter=config.adapter, lora_opts=config.lora, quant=config.quant, device=device)
 
 
-def _train_preference(model, tok, data, config: AlignConfig, out: FilePath):
-
-    ds, args = Dataset.from_dict(preference_rows(data)), trl_args(config, out)
-    trace = ds.select(range(min(len(ds), config.trace_pairs))) if config.trace_steps > 0 else None
-    cls = CompletionORPOTrainer if config.completion_only_nll else ORPOTrainer
-    kw = dict(
-        model=model,
-        args=args,
-        train_dataset=ds,
-        eval_dataset=trace,
-        processing_class=tok,
-        callbacks=[MetricsLogger(out / 'metrics.jsonl', config.objective)],
-    )
-    trainer = cls(**kw) if config.objective == 'orpo' else DPOTrainer(**kw)
+def _train_preference(model, tok, data, config: AlignConfig, out: FilePath, max_steps: int):
+    from datasets import Dataset
     from sipf.models import quiet_logs
 
+    ds, args = Dataset.from_dict(preference_rows(data)), trl_args(config, out, max_steps=max_steps)
+    trace = ds.select(range(min(len(ds), config.trace_pairs))) if config.trace_steps > 0 else None
+    cls = CompletionORPOTrainer if config.completion_only_nll else ORPOTrainer
+    callbacks = [MetricsLogger(out / 'metrics.jsonl', config.objective)]
+    kw = dict(model=model, args=args, train_dataset=ds, eval_dataset=trace, processing_class=tok, callbacks=callbacks)
+    trainer = cls(**kw) if config.objective == 'orpo' else DPOTrainer(**kw)
     quiet_logs(trainer).train()
     trainer.save_model(str(out))
     return trainer.args.world_size
 
 
-def _train_sft(model, tok, data, config: AlignConfig, out: FilePath):
-    from sipf.models import SFTTrainConfig, train_sft
+def _train_sft(model, tok, data, config: AlignConfig, out: FilePath, max_steps: int):
+    from sipf.models import train_sft
 
     rows = sft_rows(data)
-    sft = SFTTrainConfig(
-        epochs=config.epochs,
-        max_steps=config.max_steps,
-        lr=config.lr,
-        scheduler=config.scheduler,
-        warmup_ratio=config.warmup_ratio,
-        batch_size=config.batch_size,
-        grad_accum=config.grad_accum,
-        max_length=config.max_length,
-        seed=config.seed,
-        logging_steps=config.logging_steps,
-    )
-    train_sft(model, tok, rows['prompt'], rows['completion'], sft, out)
+    train_sft(model, tok, rows['prompt'], rows['completion'], config, out, max_steps=max_steps)
     return int(os.environ.get('WORLD_SIZE', 1))
 
 # %% ../nbs/08_align.ipynb #a9708529
@@ -250,29 +163,26 @@ def capped_steps(config: AlignConfig, n_rows: int, world_size: int = 1) -> int:
     return max(1, min(config.max_steps, math.ceil(config.max_epochs * n_rows / per_step)))
 
 
+def _skip(config: AlignConfig):
+    rows = 'training rows' if config.objective == 'sft' else 'preference pairs'
+    why = "(no question had both a chosen and a rejected path)"
+    logger.warning("align: no %s for objective '%s' %s: stage skipped", rows, config.objective, why)
+
+
 def align(model_path, data, config: AlignConfig | None = None, output_dir='align') -> FilePath | None:
-    "Train `model_path` on `data` (pairs, or SFT rows) with `config.objective`; the saved model's dir, or None if `data` is empty."
+    "Train `model_path` on `data` (pairs, or SFT rows) with `config.objective`; the saved model's dir, or None if no data."
     config, data, out = config or AlignConfig(), list(data), FilePath(output_dir)
     if not data:
-        logger.warning(
-            "align: no %s for objective '%s' (no question had both a chosen and a rejected path): stage skipped",
-            'training rows' if config.objective == 'sft' else 'preference pairs',
-            config.objective,
-        )
-        return None
-    config = dataclasses.replace(
-        config, max_steps=capped_steps(config, len(data), int(os.environ.get('WORLD_SIZE', 1)))
-    )
+        return _skip(config)
+    steps = capped_steps(config, len(data), int(os.environ.get('WORLD_SIZE', 1)))
     seed_everything(config.seed)
     out.mkdir(parents=True, exist_ok=True)
     model, tok = _load(model_path, config)
     train = _train_sft if config.objective == 'sft' else _train_preference
-    world = train(model, tok, data, config, out)
+    world = train(model, tok, data, config, out, steps)
     if int(os.environ.get('RANK', 0)) == 0:
-        write_json(
-            out / 'align_config.json',
-            {**asdict(config), 'n_rows': len(data), 'world_size': world, 'model_path': str(model_path)},
-        )
+        record = {**asdict(config), 'max_steps': steps, 'n_rows': len(data), 'world_size': world}
+        write_json(out / 'align_config.json', {**record, 'model_path': str(model_path)})
     return out
 
 # %% ../nbs/08_align.ipynb #42f7fac6
@@ -315,22 +225,22 @@ def plot_logps(metrics_paths, labels: list[str] | None = None):
     return fig
 
 # %% ../nbs/08_align.ipynb #0e6d7a8a
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def parse_sets(items: list[str]) -> dict:
-    "`key=value` strings (values as json when they parse) into AlignConfig fields, naming unknown keys."
-    kv = dict(s.split('=', 1) if '=' in s else (s, '') for s in items)
-    check_keys('AlignConfig', kv, [f.name for f in dataclasses.fields(AlignConfig)])
-    return {k: _parse_value(v) for k, v in kv.items()}
+    "`key=value` strings (`lora.r=8` for a nested field) into AlignConfig fields, naming unknown keys."
+    from sipf.config import apply_override, check_config
+
+    raw = {}
+    for s in items:
+        apply_override(raw, s if '=' in s else f'{s}=')
+    check_keys('AlignConfig', raw, [f.name for f in dataclasses.fields(AlignConfig)])
+    check_config({'align': raw})
+    return raw
 
 
 def main(argv: list[str] | None = None):
     "`python -m sipf.align MODEL PAIRS_JSONL OUTPUT_DIR [--preset toy] [--set key=value ...]`"
+    from omegaconf import OmegaConf
+
     ap = argparse.ArgumentParser(prog='python -m sipf.align', description='Run one alignment stage.')
     ap.add_argument('model')
     ap.add_argument('pairs')
@@ -338,8 +248,8 @@ def main(argv: list[str] | None = None):
     ap.add_argument('--preset', default=None)
     ap.add_argument('--set', nargs='+', action='extend', default=[], dest='sets', metavar='KEY=VALUE')
     a = ap.parse_args(argv)
-    sets = parse_sets(a.sets)
-    config = align_preset(a.preset, **sets) if a.preset else AlignConfig(**sets)
+    base = align_preset(a.preset) if a.preset else AlignConfig()
+    config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(base), parse_sets(a.sets)))
     logging.basicConfig(level=logging.INFO)
     return align(a.model, read_jsonl(a.pairs, Pair), config, a.output_dir)
 

@@ -10,12 +10,12 @@ import random
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path as FilePath
-from .core import Problem, check_keys, read_jsonl, text_id
-from .tasks import MathTask
+from .core import Problem, read_jsonl, text_id
+from .tasks import MathTask, check_options, local_data, register_task
 
 # %% auto #0
-__all__ = ['NAMES', 'ITEMS', 'SPLITS', 'DEFAULT_N', 'ArithConfig', 'Fact', 'apply_op', 'fact_sentence', 'make_problem',
-           'question_split', 'generate_problems', 'ArithTask', 'load_arith']
+__all__ = ['NAMES', 'ITEMS', 'SPLITS', 'DEFAULT_N', 'ARITH_OPTIONS', 'ArithConfig', 'Fact', 'apply_op', 'fact_sentence',
+           'make_problem', 'question_split', 'generate_problems', 'ArithTask', 'load_arith']
 
 # %% ../nbs/01a_arith.ipynb #e6a40426
 @dataclass
@@ -304,18 +304,27 @@ class ArithTask(MathTask):
 
 # %% ../nbs/01a_arith.ipynb #c11791c9
 DEFAULT_N = {'train': 2000, 'val': 200, 'test': 300}
+ARITH_OPTIONS = ('path', 'split', 'n', 'seed', *(f.name for f in fields(ArithConfig)))
 
 
+def _arith_file(path, split: str) -> FilePath | None:
+    "The jsonl to read: `path` (a file, or a directory holding `<split>.jsonl`), else `$SIPF_DATA/arith/<split>.jsonl`."
+    if path is None:
+        local = local_data(None, 'arith')
+        return local / f'{split}.jsonl' if local is not None and (local / f'{split}.jsonl').is_file() else None
+    path = FilePath(path)
+    path = path / f'{split}.jsonl' if path.is_dir() else path
+    if not path.exists():
+        raise FileNotFoundError(f"arith file not found: {path}")
+    return path
+
+
+@register_task('arith', options=ARITH_OPTIONS)
 def load_arith(path=None, split: str = 'test', n: int | None = None, seed: int = 0, **knobs) -> ArithTask:
     "The arith task: `n` problems of `split` generated from `knobs` (see `ArithConfig`), or read from a jsonl `path`."
-    check_keys('arith knob', knobs, [f.name for f in fields(ArithConfig)])
-    if path is not None:
-        path = FilePath(path)
-        if path.is_dir():
-            path = path / f'{split}.jsonl'
-        if not path.exists():
-            raise FileNotFoundError(f"arith file not found: {path}")
-        task = ArithTask(read_jsonl(path, Problem)[:n])
+    check_options('arith', knobs, ARITH_OPTIONS)
+    if (file := _arith_file(path, split)) is not None:
+        task = ArithTask(read_jsonl(file, Problem)[:n])
     else:
         task = ArithTask(
             generate_problems(ArithConfig(**knobs), split, DEFAULT_N.get(split, 300) if n is None else n, seed)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path as FilePath
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'parser', 'cmd_run', 'cmd_eval', 'cmd_demo', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'parser', 'cmd_run', 'cmd_eval', 'cmd_demo', 'quiet_progress', 'main']
 
 # %% ../nbs/11_cli.ipynb #380d399e
 def parser() -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument('--n', type=int, default=None, help='first N problems of each test set')
     e.add_argument('--out', default=None, help='write the reports to this eval.json')
     e.add_argument('--style', default='instruct', help="prompt style: 'instruct' or 'cot' (few-shot)")
+    e.add_argument('--data', default=None, help='local benchmark files (the layout of $SIPF_DATA); no hub access')
     e.add_argument('--batch-size', type=int, default=64)
     e.add_argument('--max-new-tokens', type=int, default=256)
     d = sub.add_parser(
@@ -65,8 +66,15 @@ def cmd_run(args) -> str:
 
 def cmd_eval(args) -> str:
     "`sipf eval`: `sipf.evaluate.evaluate_model`; one line per test set."
+    import os
     from sipf.evaluate import evaluate_model
+    from sipf.pipeline import check_model
 
+    check_model(args.model)  # a missing model is one line, before any test set is loaded
+    if args.data:
+        if not FilePath(args.data).is_dir():
+            raise FileNotFoundError(f"--data {args.data}: no such directory")
+        os.environ['SIPF_DATA'] = str(args.data)
     reps = evaluate_model(
         args.model, args.tasks or ['arith'], args.n, args.out, args.batch_size, args.max_new_tokens, args.style
     )
@@ -87,9 +95,20 @@ COMMANDS = {'run': cmd_run, 'eval': cmd_eval, 'demo': cmd_demo}
 USER_ERRORS = (KeyError, ValueError, FileNotFoundError, ImportError, RuntimeError)
 
 
+def quiet_progress():
+    "`-q`: no progress bars from sipf, transformers or datasets (warnings and the final summary still print)."
+    import os
+
+    os.environ.update(TQDM_DISABLE='1', HF_DATASETS_DISABLE_PROGRESS_BARS='1', HF_HUB_DISABLE_PROGRESS_BARS='1')
+    if 'datasets' in sys.modules:  # imported already: its setting was read at import time
+        sys.modules['datasets'].disable_progress_bars()
+
+
 def main(argv=None) -> int:
     "Entry point of the `sipf` command."
     args = parser().parse_args(argv)
+    if args.quiet:
+        quiet_progress()
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format='%(asctime)s %(name)s: %(message)s',

@@ -29,14 +29,15 @@ from transformers import (
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from .core import canonical, closest, seed_everything, write_json
 from .tasks import load_task
+from .config import LoraOptions, QuantOptions, SFTTrainConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'SPECIAL_TOKENS', 'TOY_SIZES', 'M0_RECIPES', 'RECIPE_VERSION', 'toy_tokenizer', 'toy_config', 'toy_model',
-           'default_device', 'default_dtype', 'load_tokenizer', 'LoraOptions', 'load_model', 'SFTTrainConfig',
-           'quiet_logs', 'train_sft', 'cut_at_stop', 'greedy_complete', 'greedy_accuracy', 'ToyM0Config', 'cache_root',
-           'recipe_key', 'toy_m0', 'toy_tasks']
+           'default_device', 'default_dtype', 'load_tokenizer', 'bnb_config', 'load_model', 'precision_flags',
+           'training_args', 'quiet_logs', 'train_sft', 'cut_at_stop', 'greedy_complete', 'greedy_accuracy',
+           'ToyM0Config', 'cache_root', 'recipe_key', 'toy_m0', 'toy_tasks']
 
 # %% ../nbs/03_models.ipynb #000aa9c4
 SPECIAL_TOKENS = ['<pad>', '<unk>', '<s>', '</s>']
@@ -134,23 +135,14 @@ def load_tokenizer(name_or_path) -> PreTrainedTokenizerFast:
     return tok
 
 # %% ../nbs/03_models.ipynb #9c349d26
-@dataclass
-class LoraOptions:
-    "LoRA adapter settings used by `load_model(lora=True)` / `qlora=True`."
-
-    r: int = 16  # adapter rank
-    alpha: int = 32  # scaling numerator (scale = alpha / r)
-    dropout: float = 0.05  # dropout on the adapter input
-    target_modules: str | list = 'all-linear'  # which linear layers get adapters
-
-
 def _peft():
     import peft
 
     return peft
 
 
-def _bnb_config(dtype):
+def bnb_config(quant: QuantOptions, dtype, skip_modules=()):
+    "The one bitsandbytes 4-bit config of sipf, from `QuantOptions` (plus modules that must stay out of 4 bits)."
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -159,19 +151,30 @@ def _bnb_config(dtype):
         ) from None
     from transformers import BitsAndBytesConfig
 
+    compute = dtype if quant.compute_dtype == 'auto' else getattr(torch, quant.compute_dtype)
+    skip = [*skip_modules, *quant.skip_modules] or None
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.quant_type,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=skip,
     )
 
 
-def _add_lora(model, opts: LoraOptions, task_type: str):
+def _add_lora(model, opts: LoraOptions):
+    "`model` wrapped in a fresh LoRA adapter of rank `opts.r` (token classifiers keep their head out of it)."
     peft = _peft()
+    token_cls = 'TokenClassification' in type(model).__name__
+    targets = opts.target_modules  # 'all-linear', 'q_proj,v_proj' (from YAML) or a list (from Python)
+    if isinstance(targets, str) and targets != 'all-linear':
+        targets = targets.split(',')
     cfg = peft.LoraConfig(
         r=opts.r,
         lora_alpha=opts.alpha,
         lora_dropout=opts.dropout,
-        target_modules=opts.target_modules,
-        task_type=task_type,
+        target_modules=targets,
+        task_type='TOKEN_CLS' if token_cls else 'CAUSAL_LM',
     )
     return peft.get_peft_model(model, cfg)
 
@@ -185,48 +188,56 @@ def _load_unsloth(name_or_path, qlora: bool, lora_opts: LoraOptions, dtype):
     except ImportError:
         raise ImportError("unsloth=True needs unsloth: pip install 'sipf[unsloth]'") from None
     model, tok = FastLanguageModel.from_pretrained(model_name=str(name_or_path), load_in_4bit=qlora, dtype=dtype)
-    model = FastLanguageModel.get_peft_model(
-        model, r=lora_opts.r, lora_alpha=lora_opts.alpha, lora_dropout=lora_opts.dropout
-    )
+    opts = dict(r=lora_opts.r, lora_alpha=lora_opts.alpha, lora_dropout=lora_opts.dropout)
+    model = FastLanguageModel.get_peft_model(model, **opts)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = 'left'
     return model, tok
 
 
+def _adapter_flags(adapter: str | None, lora: bool, qlora: bool) -> tuple[bool, bool]:
+    "(lora, qlora) from `adapter` ('none' | 'lora' | 'qlora') when given, else from the two flags."
+    if adapter is None:
+        return lora or qlora, qlora
+    if adapter not in ('none', 'lora', 'qlora'):
+        raise ValueError(f"unknown adapter '{adapter}'; use none, lora or qlora")
+    return adapter != 'none', adapter == 'qlora'
+
+# %% ../nbs/03_models.ipynb #fc5347e7
 def load_model(
     name_or_path,
     *,
+    adapter: str | None = None,
     lora: bool = False,
     qlora: bool = False,
     unsloth: bool = False,
     lora_r: int = 16,
     lora_opts: LoraOptions | None = None,
+    quant: QuantOptions | None = None,
     dtype=None,
     device: str | None = None,
     auto_class=None,
 ):
-    "`(model, tokenizer)` for a hub id or local path: full weights, LoRA, 4-bit QLoRA or unsloth's fast path."
+    "`(model, tokenizer)` for a hub id or local path: full weights, LoRA, 4-bit QLoRA (`adapter`) or unsloth's fast path."
+    lora, qlora = _adapter_flags(adapter, lora, qlora)
     lora_opts = lora_opts or LoraOptions(r=lora_r)
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     if unsloth:
         return _load_unsloth(name_or_path, qlora, lora_opts, dtype)
     tok = load_tokenizer(name_or_path)
-    quant = _bnb_config(dtype) if qlora else None
-    model = _from_pretrained(name_or_path, auto_class or AutoModelForCausalLM, dtype, quant, trainable=lora or qlora)
-    if quant is None and device != 'cpu':
+    bnb = bnb_config(quant or QuantOptions(), dtype) if qlora else None
+    model = _from_pretrained(name_or_path, auto_class or AutoModelForCausalLM, dtype, bnb, trainable=lora)
+    if bnb is None and device != 'cpu':
         model = model.to(device)
     if getattr(model.config, 'pad_token_id', None) is None:
         model.config.pad_token_id = tok.pad_token_id
-    if (lora or qlora) and not hasattr(model, 'peft_config'):
-        if qlora:
-            model = _peft().prepare_model_for_kbit_training(model)
-        task_type = 'TOKEN_CLS' if 'TokenClassification' in type(model).__name__ else 'CAUSAL_LM'
-        model = _add_lora(model, lora_opts, task_type)
+    if lora and not hasattr(model, 'peft_config'):
+        model = _add_lora(_peft().prepare_model_for_kbit_training(model) if qlora else model, lora_opts)
     return model, tok
 
-
+# %% ../nbs/03_models.ipynb #e0be05f7
 def _from_pretrained(name_or_path, auto_class, dtype, quant, trainable: bool):
     "Weights of `name_or_path`; a directory with a LoRA adapter loads as base + adapter."
     kw = dict(dtype=dtype, quantization_config=quant)
@@ -239,26 +250,60 @@ def _from_pretrained(name_or_path, auto_class, dtype, quant, trainable: bool):
     except OSError as e:
         raise OSError(f"cannot load model '{name_or_path}': {str(e).splitlines()[0]}") from None
 
+# %% ../nbs/03_models.ipynb #5dbff6ff
+def precision_flags(precision: str = 'auto', use_cpu: bool = False) -> dict:
+    "The Trainer's `bf16` / `fp16` flags: 'auto' = bf16 where the GPU has it, else fp16 on CUDA, fp32 on CPU."
+    if use_cpu or precision == 'fp32' or not torch.cuda.is_available():
+        return dict(bf16=False, fp16=False)
+    has_bf16 = torch.cuda.is_bf16_supported()
+    if precision == 'bf16' and not has_bf16:
+        raise ValueError("precision 'bf16' but this GPU has no bfloat16 (a T4?): set precision: fp16 or auto")
+    if precision == 'auto':
+        precision = 'bf16' if has_bf16 else 'fp16'
+    return dict(bf16=precision == 'bf16', fp16=precision == 'fp16')
+
+
+def _report_to(value: str) -> list[str] | str:
+    return 'none' if value in ('', 'none') else [s.strip() for s in value.split(',') if s.strip()]
+
+# %% ../nbs/03_models.ipynb #b87df835
+def training_args(config: TrainConfig, output_dir, args_class=None, use_cpu: bool | None = None, **extra):
+    "The `transformers` / TRL arguments (`args_class`, default `TrainingArguments`) of any `TrainConfig`: the one builder."
+    from transformers import TrainingArguments
+
+    args_class = args_class or TrainingArguments
+    use_cpu = not torch.cuda.is_available() if use_cpu is None else use_cpu
+    kw = dict(
+        output_dir=str(output_dir),
+        learning_rate=config.lr,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup_ratio,  # transformers 5: a float < 1 is a fraction of the steps
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.logging_steps,
+        save_strategy=config.save_strategy,
+        save_steps=config.save_steps,
+        report_to=_report_to(config.report_to),
+        disable_tqdm=not config.progress,
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=use_cpu,
+        dataloader_num_workers=0,
+        **precision_flags(config.precision, use_cpu),
+    )
+    names = {f.name for f in dataclasses.fields(args_class)}
+    if 'max_length' in names:
+        kw['max_length'] = config.max_length
+    if config.gradient_checkpointing:  # transformers 5 renamed it; passing the old name warns on every trainer
+        kw['activation_checkpointing' if 'activation_checkpointing' in names else 'gradient_checkpointing'] = True
+    return args_class(**{**kw, **extra})
+
 # %% ../nbs/03_models.ipynb #839226e9
-@dataclass
-class SFTTrainConfig:
-    "Supervised fine-tuning settings (CPU-safe defaults)."
-
-    epochs: float = 1.0  # passes over the data
-    max_steps: int = -1  # stop after this many optimizer steps (-1: use epochs)
-    lr: float = 2e-3  # peak learning rate
-    scheduler: str = 'cosine'  # learning-rate decay (any transformers scheduler name)
-    warmup_ratio: float = 0.03  # fraction of steps spent warming up
-    batch_size: int = 64  # examples per device per step
-    grad_accum: int = 1  # gradient accumulation steps
-    weight_decay: float = 0.0  # AdamW weight decay
-    max_length: int = 512  # longest prompt + completion in tokens (longer rows are truncated)
-    seed: int = 0  # data order and dropout
-    logging_steps: int = 10  # log every this many steps
-    save: bool = True  # save the final model and tokenizer into output_dir
-    progress: bool = True  # show the trainer's progress bar (its log dicts go to metrics.jsonl, not stdout)
-
-
 class _JsonlLogger(TrainerCallback):
     "Append every log record of the trainer to a metrics.jsonl."
 
@@ -270,32 +315,12 @@ class _JsonlLogger(TrainerCallback):
             f.write(json.dumps({'step': state.global_step, **(logs or {})}) + '\n')
 
 # %% ../nbs/03_models.ipynb #37af17de
-def _trl_sft_config(config: SFTTrainConfig, output_dir, use_cpu: bool):
+def _trl_sft_config(config: TrainConfig, output_dir, use_cpu: bool, **extra):
+    "TRL's `SFTConfig`: an `SFTTrainConfig`'s own loss choice, else (an alignment stage's SFT) `completion_only_nll`."
     from trl import SFTConfig
 
-    bf16 = not use_cpu and torch.cuda.is_bf16_supported()
-    return SFTConfig(
-        output_dir=str(output_dir),
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.lr,
-        lr_scheduler_type=config.scheduler,
-        warmup_steps=config.warmup_ratio,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        weight_decay=config.weight_decay,
-        max_length=config.max_length,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=config.logging_steps,
-        completion_only_loss=True,
-        bf16=bf16,
-        use_cpu=use_cpu,
-        save_strategy='no',
-        report_to='none',
-        dataloader_num_workers=0,
-        disable_tqdm=not config.progress,
-    )
+    completion_only = getattr(config, 'completion_only_loss', getattr(config, 'completion_only_nll', True))
+    return training_args(config, output_dir, SFTConfig, use_cpu, completion_only_loss=completion_only, **extra)
 
 
 class _QuietProgress(ProgressCallback):
@@ -315,9 +340,9 @@ def quiet_logs(trainer):
 
 
 def train_sft(
-    model, tokenizer, prompts: list[str], completions: list[str], config: SFTTrainConfig, output_dir, callbacks=()
+    model, tokenizer, prompts: list[str], completions: list[str], config: TrainConfig, output_dir, callbacks=(), **extra
 ):
-    "Fine-tune `model` on (prompt, completion) pairs, loss on completions only; returns `output_dir`."
+    "Fine-tune `model` on (prompt, completion) pairs (loss on completions only by default); returns `output_dir`."
     from datasets import Dataset
     from trl import SFTTrainer
 
@@ -327,7 +352,7 @@ def train_sft(
         )
     out = FilePath(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    args = _trl_sft_config(config, out, use_cpu=next(model.parameters()).device.type == 'cpu')
+    args = _trl_sft_config(config, out, next(model.parameters()).device.type == 'cpu', **extra)
     ds = Dataset.from_dict({'prompt': list(prompts), 'completion': list(completions)})
     trainer = SFTTrainer(
         model=model,
@@ -337,7 +362,7 @@ def train_sft(
         callbacks=[_JsonlLogger(out / 'metrics.jsonl'), *callbacks],
     )
     quiet_logs(trainer).train()
-    if config.save:
+    if getattr(config, 'save', True):
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
     write_json(out / 'sft_config.json', asdict(config))
@@ -395,6 +420,9 @@ class ToyM0Config:
     n_eval: int = 200  # held-out (val split) problems for that accuracy
     threads: int = 0  # torch CPU threads while training (0: leave torch's setting)
     knobs: dict = dataclasses.field(default_factory=dict)  # arith knobs (ArithConfig fields)
+    train: dict = dataclasses.field(
+        default_factory=dict
+    )  # other SFT settings (SFTTrainConfig fields) that differ from the defaults
 
 
 M0_RECIPES = {  # all on the default arith world (ArithConfig's defaults = world D below)
@@ -417,7 +445,8 @@ def recipe_key(config: ToyM0Config) -> str:
     from sipf.arith import ArithConfig  # the world's generator settings, defaults included: a changed default retrains
 
     world = asdict(ArithConfig(**config.knobs))
-    blob = json.dumps({'v': RECIPE_VERSION, **canonical(config), 'world': world}, sort_keys=True, default=str)
+    recipe = {k: v for k, v in canonical(config).items() if not (k == 'train' and not v)}  # no overrides: the old key
+    blob = json.dumps({'v': RECIPE_VERSION, **recipe, 'world': world}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 # %% ../nbs/03_models.ipynb #a3e5fcd1
@@ -442,9 +471,8 @@ def _train_m0(config: ToyM0Config, out: FilePath) -> FilePath:
     tok = toy_tokenizer()
     seed_everything(config.seed)
     model = toy_model(tok, config.size, seed=config.seed)
-    sft = SFTTrainConfig(
-        epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed, logging_steps=16
-    )
+    base = dict(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed, logging_steps=16)
+    sft = SFTTrainConfig(**{**base, **config.train})
     cbs = (
         [
             _GreedyEval(

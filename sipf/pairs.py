@@ -9,12 +9,13 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Iterable
 from .core import Pair, Path
+from .config import PAIR_STRATEGIES as STRATEGIES, PairConfig
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'FEEDBACKS', 'STRATEGIES', 'prompt_fn', 'path_reward', 'PairConfig', 'candidate_pairs', 'select_pairs',
-           'build_pairs', 'correct_examples', 'high_reward_examples']
+__all__ = ['logger', 'FEEDBACKS', 'prompt_fn', 'path_reward', 'candidate_pairs', 'select_pairs', 'build_pairs',
+           'correct_examples', 'high_reward_examples']
 
 # %% ../nbs/07_pairs.ipynb #f56fd643
 FEEDBACKS = ('process', 'outcome')
@@ -40,27 +41,6 @@ def path_reward(path: Path, feedback: str = 'process') -> float:
             f"path {path.id} of problem {path.problem_id} has no meta['reward']: score it with the PRM first"
         )
     return float(path.meta['reward'])
-
-# %% ../nbs/07_pairs.ipynb #1531693c
-STRATEGIES = ('all', 'maxmin')
-
-
-@dataclass
-class PairConfig:
-    "How scored paths become preference pairs."
-
-    margin: float = 0.1  # η of Eq. 6: process rewards must differ by more than this
-    require_correct_chosen: bool = True  # the chosen path must reach the right answer
-    require_incorrect_rejected: bool = False  # the rejected path must reach a wrong answer
-    strategy: str = 'all'  # 'all' pairs above the margin (capped) or 'maxmin' (best vs worst)
-    max_pairs_per_question: int = 4  # cap of the 'all' strategy
-    seed: int = 0  # which pairs survive the cap, and tie-breaks
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown pair strategy '{self.strategy}'; use one of {STRATEGIES}")
-        if self.max_pairs_per_question < 1:
-            raise ValueError(f"max_pairs_per_question must be >= 1, got {self.max_pairs_per_question}")
 
 # %% ../nbs/07_pairs.ipynb #e9bcd87b
 def _unique(paths: Iterable[Path]) -> list[Path]:

@@ -5,289 +5,68 @@
 # %% ../nbs/10_pipeline.ipynb #89b9cdab
 from __future__ import annotations
 import dataclasses
-import hashlib
-import json
 import logging
-import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict
 from pathlib import Path as FilePath
-from typing import Any, Callable
-import yaml
-from sipf.core import (
-    Path,
-    Pair,
-    check_keys,
-    closest,
-    coerce_numbers,
-    read_jsonl,
-    write_json,
-    write_jsonl,
-    seed_everything,
-    atomic_write,
+from typing import Callable
+from .core import Path, Pair, read_jsonl, write_json, write_jsonl, seed_everything, atomic_write
+from sipf.config import (  # noqa: F401 (re-exported: the pipeline is where users look for them)
+    PRESETS,
+    METHOD_TABLE,
+    Method,
+    RunConfig,
+    SECTIONS,
+    apply_override,
+    bundled_configs,
+    check_config,
+    config_file,
+    config_yaml,
+    load_config,
+    resolve,
 )
+
+from .steps import Step, run_step, step_key  # noqa: F401
+from sipf.report import (
+    collect,
+    mean_sem,
+    paper_name,
+    plot_iterations,
+    results_table,
+    row_name,
+    seed_table,
+    summary,
+    _plot_rows,
+    _plot_logps,
+)  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'METHOD_TABLE', 'PRESETS', 'SECTIONS', 'STAGE_CONFIGS', 'EVAL_KEYS', 'CONFIG_DIR', 'STAGES_VERSION',
-           'PAPER_NAMES', 'DEMO_METHODS', 'Method', 'parse_methods', 'RunConfig', 'stage_config_class', 'section_keys',
-           'check_config', 'bundled_configs', 'config_file', 'apply_override', 'load_config', 'step_key', 'Step',
-           'run_step', 'gold_examples', 'nll_examples', 'Stages', 'training_rows', 'run_loop', 'collect', 'row_name',
-           'results_table', 'plot_iterations', 'plot_sweep', 'sweep', 'check_model', 'check_run', 'write_results',
-           'run', 'compare', 'mean_sem', 'seed_table', 'summary', 'demo']
-
-# %% ../nbs/10_pipeline.ipynb #f0d46dfc
-METHOD_TABLE = """
-name      sampling     feedback  objective  iterations  restart  about
-cot       none         none      none       0           no       base model, few-shot CoT prompt, no training
-sft       none         gold      nll        0           no       M0: SFT on the gold solutions
-gold      none         gold      nll        3           no       control: SIPF's budget spent on the gold data again
-rft       temperature  outcome   nll        1           no       RFT: NLL on distinct correct samples
-prft      temperature  process   nll        1           no       pRFT: NLL on correct samples the PRM rates high
-star      greedy       outcome   nll        3           yes      STaR: greedy, NLL on correct, restart from base
-srf       temperature  outcome   dpo        1           no       self-refine with DPO on outcome pairs
-psrf      temperature  process   dpo        1           no       self-refine with DPO on process pairs
-rpo       temperature  outcome   rpo        1           no       RPO: NLL + DPO on outcome pairs
-siof      temperature  outcome   orpo       3           no       SIOF: self-iterative outcome feedback (ORPO)
-sipf      temperature  process   orpo       3           no       SIPF: self-iterative process feedback (ORPO)
-sipf-1    temperature  process   orpo       1           no       Table 4: SIPF, one iteration (the reference)
-no-pf     temperature  outcome   orpo       1           no       Table 4: w/o PF
-no-or     temperature  process   nll        1           no       Table 4: w/o OR
-no-pfor   temperature  outcome   nll        1           no       Table 4: w/o PFOR
-"""
-
-
-@dataclass(frozen=True)
-class Method:
-    "One row of the table of methods."
-
-    name: str  # preset name
-    sampling: str  # 'none', 'greedy' or 'temperature'
-    feedback: str  # 'none', 'gold', 'outcome' or 'process'
-    objective: str  # 'none', 'nll', 'dpo', 'rpo' or 'orpo'
-    iterations: int  # K, self-iterations after M0
-    restart: bool  # each iteration trains the base M0 (STaR) instead of M_{k-1}
-    about: str = ''  # one line for the results table
-
-# %% ../nbs/10_pipeline.ipynb #3a640803
-def parse_methods(table: str) -> dict[str, Method]:
-    "Methods of a whitespace-aligned table whose last column is free text."
-    lines = [l for l in table.strip().splitlines() if l.strip()]
-    cols = lines[0].split()
-    rows = [l.split(None, len(cols) - 1) for l in lines[1:]]
-    conv = dict(iterations=int, restart=lambda s: s == 'yes')
-    return {r[0]: Method(**{c: conv.get(c, str)(v) for c, v in zip(cols, r)}) for r in rows}
-
-
-PRESETS = parse_methods(METHOD_TABLE)
-
-# %% ../nbs/10_pipeline.ipynb #1dea0604
-@dataclass
-class RunConfig:
-    "Everything one run depends on; stage sections are the stage configs' fields."
-
-    name: str = 'run'  # run directory name under `runs_dir`
-    method: str = 'sipf'  # a row of PRESETS
-    iterations: int | None = None  # K; None: the method's
-    model: str = 'toy'  # 'toy' (the toy world) or a Hugging Face id / local path of the policy
-    simulator: str = ''  # rollout model; '' = the current policy M_{k-1}
-    verifier: str = ''  # PRM base model; '' = M0
-    task: str = 'arith'  # training task (sipf.tasks registry)
-    task_path: str | None = None  # local data for the task; None = the task's default
-    task_options: dict = field(default_factory=dict)  # extra options of the task loader (arith knobs, ...)
-    n_train: int | None = None  # first n training problems (None: all)
-    eval_tasks: list = field(default_factory=lambda: ['arith'])  # test sets evaluated each iteration
-    n_eval: int | None = None  # first n problems of each test set (None: all)
-    n_sample: int | None = None  # training questions sampled per iteration, a seeded subset (None: all)
-    n_simulate: int | None = None  # paths simulated per iteration (None: all); the PRM scores the rest
-    prm_every: int = 1  # train a new PRM every this many iterations (0 = only in iteration 1)
-    seed: int = 0  # seeds every stage
-    threads: int = 0  # torch CPU threads (0: torch's default; 1 is faster on a busy machine)
-    gpu: bool = False  # the config needs a GPU (checked before work)
-    runs_dir: str = 'runs'  # where run directories live
-    cache_dir: str | None = None  # shared stage outputs; None = `runs_dir`/.cache
-    qlora: bool = False  # load the policy as a 4-bit base + LoRA adapter for M0 (GPU configs)
-    toy_size: str = 'policy'  # toy world: size of the policy built from a config (sipf.models.TOY_SIZES)
-    m0: dict = field(default_factory=dict)  # M0 SFT settings: sipf.models.SFTTrainConfig fields
-    sample: dict = field(default_factory=dict)  # sipf.sample.SampleConfig fields
-    simulate: dict = field(default_factory=dict)  # sipf.simulate.SimulateConfig fields
-    prm: dict = field(default_factory=dict)  # sipf.prm.PRMConfig fields
-    pairs: dict = field(default_factory=dict)  # sipf.pairs.PairConfig fields
-    align: dict = field(default_factory=dict)  # sipf.align.AlignConfig fields
-    eval: dict = field(default_factory=dict)  # batch_size, max_new_tokens, style
-
-    @property
-    def preset(self) -> Method:
-        return PRESETS[self.method]
-
-    @property
-    def k(self) -> int:
-        return self.preset.iterations if self.iterations is None else self.iterations
-
-
-SECTIONS = ('m0', 'sample', 'simulate', 'prm', 'pairs', 'align', 'eval')
-
-# %% ../nbs/10_pipeline.ipynb #33b050f7
-STAGE_CONFIGS = {
-    'sample': 'sipf.sample:SampleConfig',
-    'simulate': 'sipf.simulate:SimulateConfig',
-    'prm': 'sipf.prm:PRMConfig',
-    'pairs': 'sipf.pairs:PairConfig',
-    'align': 'sipf.align:AlignConfig',
-    'm0': 'sipf.models:SFTTrainConfig',
-    'toy_m0': 'sipf.models:ToyM0Config',
-}
-EVAL_KEYS = ('batch_size', 'max_new_tokens', 'style')
-
-
-def stage_config_class(section: str):
-    "The config dataclass of a stage section (ImportError naming it when its module is broken)."
-    mod, name = STAGE_CONFIGS[section].split(':')
-    try:
-        return getattr(__import__(mod, fromlist=[name]), name)
-    except (ImportError, AttributeError) as e:
-        raise ImportError(f"stage '{section}' is not available: {STAGE_CONFIGS[section]} ({e})") from None
-
-
-def section_keys(section: str, toy: bool = False) -> list[str]:
-    "Valid keys of a section; the toy world's M0 takes `sipf.models.ToyM0Config` fields."
-    if section == 'eval':
-        return list(EVAL_KEYS)
-    cls = stage_config_class('toy_m0' if section == 'm0' and toy else section)
-    return [f.name for f in dataclasses.fields(cls)]
-
-# %% ../nbs/10_pipeline.ipynb #08916540
-def check_config(d: dict) -> dict:
-    "Raise on any unknown top-level or section key, naming the closest valid one, or a non-number where a number goes."
-    check_keys('config', d, [f.name for f in dataclasses.fields(RunConfig)])
-    coerce_numbers(RunConfig, d)
-    toy = d.get('model', 'toy') == 'toy'
-    for s in SECTIONS:
-        if not isinstance(d.get(s) or {}, dict):
-            raise ValueError(f"config section '{s}' must be a mapping, got {d[s]!r}")
-        valid = section_keys(s, toy) if d.get(s) else None
-        if valid is not None:
-            check_keys(f"'{s}'", d[s], valid)
-        if d.get(s) and s != 'eval':
-            coerce_numbers(stage_config_class('toy_m0' if s == 'm0' and toy else s), d[s], f'{s}.')
-    if d.get('method', 'sipf') not in PRESETS:
-        raise KeyError(f"unknown method '{d['method']}'{closest(d['method'], PRESETS)}")
-    return d
-
-# %% ../nbs/10_pipeline.ipynb #66ce54e8
-CONFIG_DIR = FilePath(__file__).parent / 'configs' if '__file__' in globals() else FilePath('../sipf/configs')
-
-
-def bundled_configs() -> list[str]:
-    "Names of the config files shipped with sipf."
-    return sorted(p.stem for p in CONFIG_DIR.glob('*.yaml'))
-
-
-def config_file(name_or_path) -> FilePath:
-    "A YAML path, or the bundled config of that name."
-    p = FilePath(name_or_path)
-    if p.exists():
-        return p
-    if (CONFIG_DIR / f'{name_or_path}.yaml').exists():
-        return CONFIG_DIR / f'{name_or_path}.yaml'
-    raise FileNotFoundError(
-        f"no config file '{name_or_path}'{closest(str(name_or_path), bundled_configs())}; bundled: {', '.join(bundled_configs())}"
-    )
-
-# %% ../nbs/10_pipeline.ipynb #100ce950
-def apply_override(d: dict, assignment: str) -> dict:
-    "Set `d[a][b] = value` from 'a.b=value' (value parsed as YAML)."
-    if '=' not in assignment:
-        raise ValueError(f"override '{assignment}' is not key=value")
-    key, value = assignment.split('=', 1)
-    *parents, last = key.strip().split('.')
-    node = d
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[last] = yaml.safe_load(value)
-    return d
-
-
-def load_config(name_or_path=None, overrides=(), **fields) -> RunConfig:
-    "A `RunConfig` from YAML (or defaults), `overrides` ('a.b=v') and keyword `fields`, checked."
-    d = yaml.safe_load(config_file(name_or_path).read_text()) or {} if name_or_path else {}
-    d.update(fields)
-    for o in overrides:
-        apply_override(d, o)
-    return RunConfig(**check_config(d))
-
-# %% ../nbs/10_pipeline.ipynb #27adeb09
-def step_key(stage: str, inputs: list, settings: Any) -> str:
-    "Hash of a stage name, its input steps' keys and its settings."
-    blob = json.dumps([stage, [i.key for i in inputs], settings], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-@dataclass
-class Step:
-    "A finished stage output: where it is and what determines it."
-
-    path: FilePath  # the output (file or directory) in the cache
-    key: str  # hash of everything it depends on
-    stage: str = ''  # which stage made it
-
-# %% ../nbs/10_pipeline.ipynb #420050f9
-def _link(target: FilePath, link: FilePath):
-    "Point `link` at `target` (replacing what is there, atomically)."
-    link.parent.mkdir(parents=True, exist_ok=True)
-    tmp = link.with_name(f'.{link.name}.lnk')
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(os.path.relpath(target, link.parent))
-    os.replace(tmp, link)
-
-
-def run_step(
-    cache: FilePath,
-    run_dir: FilePath,
-    rel: str,
-    stage: str,
-    fn: Callable,
-    inputs: list = (),
-    settings: Any = None,
-    kind: str = 'file',
-) -> Step:
-    "Run `fn(out, *input paths)` unless its output is done; link it into `run_dir/rel`."
-    key = step_key(stage, list(inputs), settings)
-    home = cache / f'{stage}-{key}'
-    out = home / FilePath(rel).name
-    if not (home / 'DONE').exists():
-        log.info("%s: running (%s)", rel, key)
-        partial = out.with_name(out.name + '.partial') if kind == 'dir' else out
-        if kind == 'dir' and partial.exists():
-            shutil.rmtree(partial)
-        home.mkdir(parents=True, exist_ok=True)
-        fn(partial, *[i.path for i in inputs])
-        if kind == 'dir':
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(partial, out)
-        with atomic_write(home / 'DONE') as f:
-            f.write(json.dumps({'stage': stage, 'settings': settings}, default=str))
-    else:
-        log.info("%s: done, skipped (%s)", rel, key)
-    _link(out, run_dir / rel)
-    return Step(out, key, stage)
+__all__ = ['log', 'TOY_M0_FIELDS', 'STAGES_VERSION', 'DEMO_METHODS', 'gold_examples', 'nll_examples', 'Stages', 'training_rows',
+           'run_loop', 'sweep', 'check_model', 'check_run', 'write_results', 'run', 'compare', 'demo']
 
 # %% ../nbs/10_pipeline.ipynb #9382a344
-def gold_examples(task, problems) -> list[dict]:
+def _prompt_of(task, style: str = 'instruct') -> Callable[[str], str]:
+    "A problem id's prompt in `style`."
+    return lambda pid: task.prompt(task.by_id(pid), style)
+
+
+def gold_examples(task, problems, style: str = 'instruct') -> list[dict]:
     "SFT rows of the gold solutions (M0, `gold`, `sft`)."
-    return [{'problem_id': p.id, 'prompt': task.prompt(p), 'completion': p.solution} for p in problems]
+    return [{'problem_id': p.id, 'prompt': task.prompt(p, style), 'completion': p.solution} for p in problems]
 
 
-def nll_examples(task, paths: list[Path], feedback: str, min_reward: float = 0.5) -> list[dict]:
+def nll_examples(
+    task, paths: list[Path], feedback: str, min_reward: float = 0.5, style: str = 'instruct'
+) -> list[dict]:
     "SFT rows of self-generated paths: the correct ones (outcome), also rated >= min_reward by the PRM (process)."
     from sipf.pairs import correct_examples, high_reward_examples
 
-    return high_reward_examples(task, paths, min_reward) if feedback == 'process' else correct_examples(task, paths)
+    prompt = _prompt_of(task, style)
+    return high_reward_examples(prompt, paths, min_reward) if feedback == 'process' else correct_examples(prompt, paths)
 
 # %% ../nbs/10_pipeline.ipynb #4d313a3b
 def _subset(paths: list, n: int | None, seed: int) -> list:
@@ -298,13 +77,6 @@ def _subset(paths: list, n: int | None, seed: int) -> list:
 
     keep = set(random.Random(seed).sample(range(len(paths)), n))
     return [p for i, p in enumerate(paths) if i in keep]
-
-
-def _build(section: str, d: dict, **extra):
-    "The stage config dataclass of `section` from its dict (plus `extra` fields it has)."
-    cls = stage_config_class(section)
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{**{k: v for k, v in extra.items() if k in names}, **d})
 
 # %% ../nbs/10_pipeline.ipynb #ce8217ae
 class Stages:
@@ -318,8 +90,8 @@ class Stages:
 
         name = name or self.c.task
         if (name, split) not in self._tasks:
-            mine = name == self.c.task
-            path, opts = (self.c.task_path, dict(self.c.task_options)) if mine else (None, {})
+            opts = dict(self.c.task_options) if name == self.c.task else {}
+            path = self.c.data.get(name)
             n = {'train': self.c.n_train, 'test': self.c.n_eval}.get(split)
             if name == 'arith' and path is None and n and 'n' not in opts:
                 opts['n'] = n  # a generated split has the size asked for
@@ -334,36 +106,36 @@ class Stages:
 
         key = str(model_dir)
         if key not in self._models:
-            self._models = {key: load_model(key)}  # keep one model in memory
+            self._models.clear()  # one model in memory: the old one goes before the next loads
+            self._models[key] = load_model(key)
         return self._models[key]
 
-    def backend(self, model_dir, batch_size: int = 64):
+    def backend(self, model_dir, kind: str = 'transformers', batch_size: int = 64):
         from sipf.sample import TransformersBackend
 
         model, tok = self.load(model_dir)
         return TransformersBackend(model.eval(), tok, batch_size=batch_size)
 
 # %% ../nbs/10_pipeline.ipynb #bcfd6652
+TOY_M0_FIELDS = ('epochs', 'lr', 'batch_size', 'eval_every', 'n_eval')  # M0Config fields a ToyM0Config carries itself
+
+
 def _toy_m0_config(c: RunConfig):
-    "The `sipf.models.ToyM0Config` of a toy run: its training set and model, plus the `m0` section."
+    "The `ToyM0Config` of a toy run: its training set and model, plus the `m0` section (what differs from defaults)."
     import sipf.models as sm
+    from sipf.config import M0Config
+    from sipf.arith import DEFAULT_N  # the same fixed set the run samples from (`Stages.problems`)
 
     knobs = dict(c.task_options)
     task_seed = knobs.pop('seed', 0)
-    from sipf.arith import DEFAULT_N  # the same fixed set the run samples from (`Stages.problems`)
+    own = {k: getattr(c.m0, k) for k in TOY_M0_FIELDS}
+    skip = set(TOY_M0_FIELDS) | {'seed', 'adapter', 'lora', 'quant'}
+    default = asdict(M0Config())
+    train = {k: v for k, v in asdict(c.m0).items() if k not in skip and v != default[k]}
+    n = c.n_train or DEFAULT_N['train']
+    return sm.ToyM0Config(n_train=n, task_seed=task_seed, size=c.toy_size, seed=c.seed, knobs=knobs, train=train, **own)
 
-    return sm.ToyM0Config(
-        **{
-            'n_train': c.n_train or DEFAULT_N['train'],
-            'task_seed': task_seed,
-            'size': c.toy_size,
-            'seed': c.seed,
-            'knobs': knobs,
-            **c.m0,
-        }
-    )
-
-
+# %% ../nbs/10_pipeline.ipynb #2fc9feef
 def _m0(self, out, train: bool = True):
     import sipf.models as sm
 
@@ -374,18 +146,12 @@ def _m0(self, out, train: bool = True):
         tok = sm.toy_tokenizer()
         model = sm.toy_model(tok, self.c.toy_size, seed=self.c.seed)
     else:
-        model, tok = sm.load_model(self.c.model, qlora=self.c.qlora)
+        opts = dict(lora_opts=self.c.lora, quant=self.c.quant, unsloth=self.c.unsloth)
+        model, tok = sm.load_model(self.c.model, adapter=self.c.adapter if train else 'none', **opts)
     if not train:
         return model.save_pretrained(out), tok.save_pretrained(out)
-    ex = gold_examples(self.task(), self.problems())
-    sm.train_sft(
-        model,
-        tok,
-        [e['prompt'] for e in ex],
-        [e['completion'] for e in ex],
-        _build('m0', self.c.m0, seed=self.c.seed),
-        out,
-    )
+    ex = gold_examples(self.task(), self.problems(), self.c.prompt_style)
+    sm.train_sft(model, tok, [e['prompt'] for e in ex], [e['completion'] for e in ex], self.c.m0, out)
 
 
 Stages.m0 = _m0
@@ -394,13 +160,11 @@ Stages.m0 = _m0
 def _sample(self, out, model_dir, k: int = 1):
     from sipf.sample import sample_paths
 
-    m = self.c.preset
-    greedy = dict(n=1, temperature=0.0) if m.sampling == 'greedy' else {}
-    cfg = _build('sample', {**self.c.sample, **greedy}, seed=self.c.seed)
+    cfg = self.c.sample
+    if self.c.preset.sampling == 'greedy':  # the row's decision (STaR), recorded in the stage key
+        cfg = dataclasses.replace(cfg, n=1, temperature=0.0)
     problems = _subset(self.problems(), self.c.n_sample, 1000 * self.c.seed + k)
-    sample_paths(
-        self.task(), self.backend(model_dir, self.c.eval.get('batch_size', 64)), problems, cfg, out, iteration=k
-    )
+    sample_paths(self.task(), self.backend(model_dir, cfg.backend), problems, cfg, out, iteration=k)
 
 
 def _simulate(self, out, samples, model_dir):
@@ -408,7 +172,7 @@ def _simulate(self, out, samples, model_dir):
 
     paths = _subset(read_jsonl(samples, Path), self.c.n_simulate, self.c.seed)
     sim = self.c.simulator or model_dir
-    label_paths(self.task(), self.backend(sim), paths, _build('simulate', self.c.simulate, seed=self.c.seed), out)
+    label_paths(self.task(), self.backend(sim, self.c.simulate.backend), paths, self.c.simulate, out)
 
 
 Stages.sample, Stages.simulate = _sample, _simulate
@@ -419,34 +183,44 @@ def _train_prm(self, out, labels, samples, m0_dir):
     from sipf.prm import prm_examples, train_prm
     from sipf.models import load_tokenizer
 
-    base = self.c.verifier or m0_dir
-    examples = prm_examples(self.task(), read_jsonl(samples, Path), read_jsonl(labels, StepLabels))
-    train_prm(str(base), load_tokenizer(str(base)), examples, _build('prm', self.c.prm, seed=self.c.seed), out)
+    base, cfg = self.c.verifier or m0_dir, self.c.prm
+    examples = prm_examples(self.task(), read_jsonl(samples, Path), read_jsonl(labels, StepLabels), cfg.prompt_style)
+    if not examples:  # nothing was sampled this iteration: no verifier to train, nothing for it to score
+        log.warning("%s: no labelled paths this iteration: no PRM trained", self.c.method)
+        out.mkdir(parents=True)
+        return (out / 'EMPTY').write_text('no labelled paths')
+    train_prm(str(base), load_tokenizer(str(base)), examples, cfg, out)
 
 
 def _score(self, out, prm_dir, samples):
     from sipf.prm import load_prm, score_paths
     from sipf.models import load_tokenizer
 
-    scored = score_paths(load_prm(prm_dir), load_tokenizer(str(prm_dir)), self.task(), read_jsonl(samples, Path))
-    write_jsonl(out, scored)
+    paths = read_jsonl(samples, Path)
+    if (FilePath(prm_dir) / 'EMPTY').exists():
+        return write_jsonl(out, paths)  # no PRM because no labelled paths: `paths` is empty too
+    tok = load_tokenizer(str(prm_dir))
+    write_jsonl(out, score_paths(load_prm(prm_dir), tok, self.task(), paths, prompt_style=self.c.prm.prompt_style))
 
 
 Stages.train_prm, Stages.score = _train_prm, _score
 
 # %% ../nbs/10_pipeline.ipynb #322945b9
-def _pairs(self, out, data=None):
-    m = self.c.preset
-    if m.feedback == 'gold':
-        rows = gold_examples(self.task(), self.problems())
-    elif m.objective == 'nll':
-        rows = nll_examples(self.task(), read_jsonl(data, Path), m.feedback)
-    else:
-        from sipf.pairs import build_pairs
+def _rows(self, data) -> list:
+    "What the alignment of this method's row trains on: gold rows, NLL rows of its own paths, or pairs."
+    m, cfg = self.c.preset, self.c.pairs
+    if m.rows == 'gold':
+        return gold_examples(self.task(), self.problems(), cfg.prompt_style)
+    paths = read_jsonl(data, Path)
+    if m.rows == 'nll':
+        return nll_examples(self.task(), paths, m.feedback, cfg.min_reward, cfg.prompt_style)
+    from sipf.pairs import build_pairs
 
-        rows = build_pairs(
-            self.task(), read_jsonl(data, Path), _build('pairs', self.c.pairs, seed=self.c.seed), feedback=m.feedback
-        )
+    return build_pairs(_prompt_of(self.task(), cfg.prompt_style), paths, cfg, feedback=m.feedback)
+
+
+def _pairs(self, out, data=None):
+    rows = self._rows(data)
     if not rows:
         log.warning(
             "%s: no training data this iteration (no correct paths / no pairs): the model stays as it was",
@@ -464,233 +238,101 @@ def training_rows(path) -> list:
 def _align(self, out, model_dir, pairs):
     from sipf.align import align
 
-    objective = {'nll': 'sft'}.get(self.c.preset.objective, self.c.preset.objective)
-    cfg = _build('align', {**self.c.align, 'objective': objective}, seed=self.c.seed)
     rows = training_rows(pairs)
     if not rows:
         return shutil.copytree(model_dir, out)  # nothing to learn from: M_k = M_{k-1}
-    align(str(model_dir), rows, cfg, str(out))
+    align(str(model_dir), rows, self.c.align, str(out))
 
 
-Stages.pairs, Stages.align = _pairs, _align
+Stages._rows, Stages.pairs, Stages.align = _rows, _pairs, _align
 
 # %% ../nbs/10_pipeline.ipynb #10756d50
 def _evaluate(self, out, model_dir):
     from sipf.evaluate import evaluate_tasks
 
+    cfg = self.c.eval
     tasks = {n: self.task(n, 'test') for n in self.c.eval_tasks}
-    style = self.c.eval.get('style', 'cot' if self.c.method == 'cot' else 'instruct')
-    be = self.backend(model_dir, self.c.eval.get('batch_size', 64))
-    evaluate_tasks(
-        tasks,
-        be,
-        out,
-        n_problems=self.c.n_eval,
-        style=style,
-        max_new_tokens=self.c.eval.get('max_new_tokens', 256),
-        batch_size=self.c.eval.get('batch_size', 64),
-    )
+    be = self.backend(model_dir, cfg.backend, cfg.batch_size)
+    opts = dict(style=cfg.prompt_style, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+    evaluate_tasks(tasks, be, out, n_problems=self.c.n_eval, **opts)
 
 
 Stages.evaluate = _evaluate
 
 # %% ../nbs/10_pipeline.ipynb #bf4da5e6
-STAGES_VERSION = 2  # bump when a stage computes something different from the same config (2: toy train set = n_train, was capped at 2,000)
+STAGES_VERSION = 3  # bump when a stage computes something different from the same config (3: typed config tree)
 
 
-def _resolved(c: RunConfig, section: str) -> dict:
-    "A section with every default filled in: a default changed in the code changes the key, not only a changed YAML."
-    from sipf.core import canonical
-
-    return canonical(_build(section, getattr(c, section), seed=c.seed))
-
-
-def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
-    "What a stage's output depends on besides its inputs."
-    m = c.preset
-    common = dict(
+def _common(c: RunConfig) -> dict:
+    return dict(
         seed=c.seed,
         task=c.task,
-        task_path=c.task_path,
+        data=c.data.get(c.task),
         task_options=c.task_options,
         n_train=c.n_train,
         v=STAGES_VERSION,
     )
-    if stage == 'm0':
-        from sipf.models import recipe_key
 
-        world = (
-            recipe_key(_toy_m0_config(c)) if c.model == 'toy' else None
-        )  # the toy generator's defaults and recipe version
-        return dict(
-            common,
-            model=c.model,
-            qlora=c.qlora,
-            toy_size=c.toy_size,
-            m0=c.m0 if world else _resolved(c, 'm0'),
-            train=m.name != 'cot',
-            toy=world,
-        )
+
+def _m0_settings(c: RunConfig) -> dict:
+    from sipf.models import recipe_key
+
+    world = recipe_key(_toy_m0_config(c)) if c.model == 'toy' else None  # the toy generator's defaults, recipe version
+    policy = dict(model=c.model, adapter=c.adapter, unsloth=c.unsloth, toy_size=c.toy_size)
+    return dict(_common(c), **policy, m0=None if world else asdict(c.m0), train=c.preset.m0 == 'sft', toy=world)
+
+
+def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
+    "What a stage's output depends on besides its inputs: its whole section, and the row's switches it reads."
+    m, common = c.preset, _common(c)
+    if stage == 'm0':
+        return _m0_settings(c)
     return {
-        'sample': lambda: dict(common, sample=_resolved(c, 'sample'), sampling=m.sampling, n_sample=c.n_sample, k=k),
-        'simulate': lambda: dict(
-            common, simulate=_resolved(c, 'simulate'), simulator=c.simulator, n_simulate=c.n_simulate
+        'sample': lambda: dict(common, sample=asdict(c.sample), sampling=m.sampling, n_sample=c.n_sample, k=k),
+        'simulate': lambda: dict(common, simulate=asdict(c.simulate), simulator=c.simulator, n_simulate=c.n_simulate),
+        'prm': lambda: dict(common, prm=asdict(c.prm), verifier=c.verifier),
+        'score': lambda: dict(common, prompt_style=c.prm.prompt_style),
+        'pairs': lambda: dict(common, pairs=asdict(c.pairs), feedback=m.feedback, objective=m.objective, rows=m.rows),
+        'align': lambda: dict(align=asdict(c.align)),
+        'eval': lambda: dict(
+            eval=asdict(c.eval), tasks=c.eval_tasks, n_eval=c.n_eval, data={t: c.data.get(t) for t in c.eval_tasks}
         ),
-        'prm': lambda: dict(common, prm=_resolved(c, 'prm'), verifier=c.verifier),
-        'score': lambda: dict(common),
-        'pairs': lambda: dict(common, pairs=_resolved(c, 'pairs'), feedback=m.feedback, objective=m.objective == 'nll'),
-        'align': lambda: dict(align=_resolved(c, 'align'), objective=m.objective),
-        'eval': lambda: dict(eval=c.eval, tasks=c.eval_tasks, n_eval=c.n_eval, cot=m.name == 'cot'),
     }[stage]()
 
 # %% ../nbs/10_pipeline.ipynb #f3b9f855
 def run_loop(c: RunConfig, stages, run_dir: FilePath, cache: FilePath) -> FilePath:
     "Algorithm 1: M0, then for k in 1..K sample, simulate, PRM, score, pairs, align, evaluate."
     m = c.preset
-    S = lambda rel, stage, fn, inputs=(), kind='file', k=0: run_step(
-        cache, run_dir, rel, stage, fn, inputs, _settings(c, stage, k), kind
-    )
-    m0 = model = S('iter_0/model', 'm0', lambda o: stages.m0(o, train=m.name != 'cot'), kind='dir')
-    S('iter_0/eval.json', 'eval', stages.evaluate, [model])
+
+    def step(rel, stage, fn, inputs=(), kind='file', k=0):
+        return run_step(cache, run_dir, rel, stage, fn, inputs, _settings(c, stage, k), kind)
+
+    m0 = model = step('iter_0/model', 'm0', lambda o: stages.m0(o, train=m.m0 == 'sft'), kind='dir')
+    step('iter_0/eval.json', 'eval', stages.evaluate, [model])
     prm = None
     for k in range(1, c.k + 1):
         it, data = f'iter_{k}', None
         if m.sampling != 'none':
-            data = samples = S(
+            data = samples = step(
                 f'{it}/samples.jsonl', 'sample', lambda o, md, k=k: stages.sample(o, md, k), [model], k=k
             )
         if m.feedback == 'process':
-            labels = S(f'{it}/labels.jsonl', 'simulate', stages.simulate, [samples, model])
+            labels = step(f'{it}/labels.jsonl', 'simulate', stages.simulate, [samples, model])
             if prm is None or (c.prm_every and (k - 1) % c.prm_every == 0):
-                prm = S(f'{it}/prm', 'prm', stages.train_prm, [labels, samples, m0], kind='dir')
-            data = S(f'{it}/scored.jsonl', 'score', stages.score, [prm, samples])
-        pairs = S(f'{it}/pairs.jsonl', 'pairs', stages.pairs, [data] if data else [])
-        model = S(f'{it}/model', 'align', stages.align, [m0 if m.restart else model, pairs], kind='dir')
-        S(f'{it}/eval.json', 'eval', stages.evaluate, [model])
+                prm = step(f'{it}/prm', 'prm', stages.train_prm, [labels, samples, m0], kind='dir')
+            data = step(f'{it}/scored.jsonl', 'score', stages.score, [prm, samples])
+        pairs = step(f'{it}/pairs.jsonl', 'pairs', stages.pairs, [data] if data else [])
+        model = step(f'{it}/model', 'align', stages.align, [m0 if m.restart else model, pairs], kind='dir')
+        step(f'{it}/eval.json', 'eval', stages.evaluate, [model])
     return run_dir
-
-# %% ../nbs/10_pipeline.ipynb #f23b0d85
-PAPER_NAMES = {
-    'cot': 'CoT',
-    'sft': 'SFT',
-    'gold': 'SFT-gold',
-    'rft': 'RFT',
-    'prft': 'pRFT',
-    'star': 'STaR',
-    'srf': 'SRF',
-    'psrf': 'pSRF',
-    'rpo': 'RPO',
-    'siof': 'SIOF',
-    'sipf': 'SIPF',
-    'sipf-1': 'SIPF',
-    'no-pf': 'w/o PF',
-    'no-or': 'w/o OR',
-    'no-pfor': 'w/o PFOR',
-}
-
-
-def _count(path: FilePath) -> int:
-    return len(read_jsonl(path)) if path.exists() else 0
-
-
-def collect(run_dir, method: str) -> list[dict]:
-    "One row per iteration: scores per test set and the data counts behind it."
-    run_dir, rows = FilePath(run_dir), []
-    for it in sorted(run_dir.glob('iter_*'), key=lambda p: int(p.name.split('_')[1])):
-        if not (it / 'eval.json').exists():
-            continue
-        ev = json.loads((it / 'eval.json').read_text())
-        rows.append(
-            dict(
-                method=method,
-                iteration=int(it.name.split('_')[1]),
-                scores={t: r['score'] for t, r in ev.items()},
-                samples=_count(it / 'samples.jsonl'),
-                correct=sum(r.get('correct', False) for r in read_jsonl(it / 'samples.jsonl')),
-                labelled=_count(it / 'labels.jsonl'),
-                pairs=_count(it / 'pairs.jsonl'),
-            )
-        )
-    return rows
-
-# %% ../nbs/10_pipeline.ipynb #d2aa9c21
-def row_name(method: str, iteration: int, k: int) -> str:
-    "Paper-style row name: 'SFT', 'RFT', 'SIPF-Iter2' (iterative methods name their iteration)."
-    base = PAPER_NAMES.get(method, method)
-    if iteration == 0 and method not in ('cot',):
-        return 'SFT (M0)' if method != 'sft' else 'SFT'
-    return f"{base}-Iter{iteration}" if k > 1 or method in ('sipf', 'siof', 'gold', 'star') else base
-
-
-def results_table(rows: list[dict], sem: dict | None = None) -> str:
-    "Markdown table: Method\\Task rows, one column per test set (x100), optional ± standard errors."
-    tasks = list(dict.fromkeys(t for r in rows for t in r['scores']))
-    out = ['| Method\\Task | ' + ' | '.join(tasks) + ' |', '|---|' + '---|' * len(tasks)]
-    for r in rows:
-        cells = [
-            f"{100 * r['scores'][t]:.2f}" + (f" ± {100 * sem[r['name']][t]:.2f}" if sem and r['name'] in sem else '')
-            if t in r['scores']
-            else '–'
-            for t in tasks
-        ]
-        out.append(f"| {r['name']} | " + ' | '.join(cells) + ' |')
-    return '\n'.join(out)
-
-# %% ../nbs/10_pipeline.ipynb #744fe63f
-def plot_iterations(rows: list[dict], task: str | None = None):
-    "Figure 4: score and data count (pairs) per iteration, one line per method."
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    for m in dict.fromkeys(r['method'] for r in rows):
-        rs = [r for r in rows if r['method'] == m]
-        t = task or next(iter(rs[0]['scores']))
-        a.plot(
-            [r['iteration'] for r in rs], [100 * r['scores'][t] for r in rs], marker='o', label=PAPER_NAMES.get(m, m)
-        )
-        b.plot(
-            [r['iteration'] for r in rs if r['iteration']],
-            [r['pairs'] for r in rs if r['iteration']],
-            marker='o',
-            label=PAPER_NAMES.get(m, m),
-        )
-    a.set(xlabel='iteration', ylabel='accuracy (%)', title='accuracy')
-    b.set(xlabel='iteration', ylabel='examples', title='data count')
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (a, b):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    a.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_sweep(values: list, scores: list, name: str = 'OR weight'):
-    "Figure 6: score against one swept setting (log x axis)."
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 3))
-    ax.plot(values, [100 * s for s in scores], marker='o')
-    ax.set_xscale('log')
-    ax.set(xlabel=name, ylabel='accuracy (%)')
-    fig.tight_layout()
-    return fig
 
 # %% ../nbs/10_pipeline.ipynb #92ab0b43
 def sweep(base: RunConfig, values, key: str = 'align.beta', task: str | None = None, stages_for=None) -> list[float]:
     "Last-iteration score of `base` run once per value of `key` (named `<name>-<key>=<value>`)."
     scores = []
     for v in values:
-        d = asdict(base)
-        apply_override(d, f'{key}={v}')
-        d['name'] = f'{base.name}-{key}={v}'
-        c = RunConfig(**check_config(d))
+        d = apply_override(dict(asdict(base), name=f'{base.name}-{key}={v}'), f'{key}={v}')
+        c = resolve(check_config(d))
         rows = run(c, stages_for(c) if stages_for else None)
         scores.append(rows[-1]['scores'][task or c.eval_tasks[0]])
     return scores
@@ -738,7 +380,7 @@ def check_run(c: RunConfig, stages) -> None:
 def _start(c: RunConfig) -> tuple[FilePath, FilePath]:
     run_dir = FilePath(c.runs_dir) / c.name
     cache = FilePath(c.cache_dir) if c.cache_dir else FilePath(c.runs_dir) / '.cache'
-    text = yaml.safe_dump(asdict(c), sort_keys=False)
+    text = config_yaml(c)
     if (run_dir / 'config.yaml').exists() and (run_dir / 'config.yaml').read_text() != text:
         raise ValueError(f"{run_dir} holds a run with a different config; pick another name (name=...) or delete it")
     with atomic_write(run_dir / 'config.yaml') as f:
@@ -759,6 +401,7 @@ def write_results(c: RunConfig, run_dir: FilePath) -> list[dict]:
 
 def run(config: RunConfig, stages=None) -> list[dict]:
     "Run (or resume) one method: Algorithm 1 into `runs_dir/name`; returns the results rows."
+    config = resolve(config)
     stages = stages if stages is not None else Stages(config)
     check_run(config, stages)
     if config.threads:
@@ -780,75 +423,12 @@ def compare(base: RunConfig, methods=DEMO_METHODS, stages_for=None) -> list[dict
     "Run each method on `base` (name `<base.name>-<method>`), one table's rows: M0 first, then every iteration."
     rows, m0 = [], None
     for m in methods:
-        c = dataclasses.replace(base, method=m, name=f'{base.name}-{m}')
+        style = '' if base.prompt_style == base.preset.prompt else base.prompt_style  # the row's, unless set
+        c = resolve(dataclasses.replace(base, method=m, name=f'{base.name}-{m}', prompt_style=style))
         rs = run(c, stages_for(c) if stages_for else None)
         m0 = m0 or dict(rs[0], name='SFT', method='sft')
         rows += [r for r in rs if r['iteration'] > 0]
     return [m0] + rows
-
-# %% ../nbs/10_pipeline.ipynb #5c526691
-def mean_sem(xs: list[float]) -> tuple[float, float]:
-    "Mean and standard error of the mean."
-    n = len(xs)
-    mu = sum(xs) / n
-    return mu, ((sum((x - mu) ** 2 for x in xs) / (n - 1)) ** 0.5 / n**0.5) if n > 1 else 0.0
-
-
-def seed_table(per_seed: dict[int, list[dict]]) -> tuple[list[dict], dict]:
-    "Rows averaged over seeds (matched by name) and their standard errors."
-    names = [r['name'] for r in next(iter(per_seed.values()))]
-    rows, sem = [], {}
-    for n in names:
-        rs = [r for rows_s in per_seed.values() for r in rows_s if r['name'] == n]
-        scores = {t: mean_sem([r['scores'][t] for r in rs]) for t in rs[0]['scores']}
-        rows.append(dict(rs[0], scores={t: v[0] for t, v in scores.items()}))
-        sem[n] = {t: v[1] for t, v in scores.items()}
-    return rows, sem
-
-# %% ../nbs/10_pipeline.ipynb #3bd778dd
-def summary(rows: list[dict], task: str | None = None) -> str:
-    "A few lines comparing SIPF's last iteration with M0, SIPF-Iter1 and every other method's last row (points)."
-    by = {r['name']: r for r in rows}
-    task = task or next(iter(rows[0]['scores']))
-    best = max((n for n in by if n.startswith('SIPF-Iter')), key=lambda n: int(n.split('Iter')[1]), default=None)
-    if best is None:
-        return ''
-    last = {r.get('method', r['name']): r['name'] for r in rows}  # each method's last row
-    s = by[best]['scores'][task]
-    lines = [f"{best} {100 * s:.2f} on {task}:"]
-    lines += [
-        f"  {'+' if s >= by[n]['scores'][task] else ''}{100 * (s - by[n]['scores'][task]):.2f} points vs {n}"
-        for n in dict.fromkeys([rows[0]['name'], 'SIPF-Iter1', *last.values()])
-        if n in by and n != best
-    ]
-    return '\n'.join(lines)
-
-
-def _plot_rows(per_seed: dict, rows: list[dict]) -> list[dict]:
-    "Rows for Figure 4: each method's line starts at M0."
-    m0 = rows[0]
-    return [
-        r
-        for m in dict.fromkeys(r['method'] for r in rows[1:])
-        for r in [dict(m0, method=m)] + [r for r in rows[1:] if r['method'] == m]
-    ]
-
-
-def _plot_logps(runs_dir: FilePath, seed: int):
-    "Figure 3 from the first iteration's alignment of SIPF and SIOF (when they ran)."
-    paths = [
-        p
-        for m in ('sipf', 'siof')
-        for p in [runs_dir / f'seed{seed}-{m}' / 'iter_1' / 'model' / 'metrics.jsonl']
-        if p.exists()
-    ]
-    if not paths:
-        return
-    from sipf.align import plot_logps
-
-    plot_logps(paths, [p.parts[-4].split('-', 1)[1].upper() for p in paths]).savefig(
-        runs_dir / 'plots' / 'logps.png', dpi=100
-    )
 
 # %% ../nbs/10_pipeline.ipynb #592f3f8e
 def demo(

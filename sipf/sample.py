@@ -4,25 +4,36 @@
 
 # %% ../nbs/04_sample.ipynb #360cdee4
 from __future__ import annotations
+import ast
 import dataclasses
 import difflib
+import hashlib
+import json
 import logging
+import math
+import operator
+import os
 import re
+import shutil
 import time
+import editdistance
 import torch
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 from .core import Path, Problem, append_jsonl, read_jsonl, text_id, closest
 from .tasks import Task
-from .models import cut_at_stop  # one stop-string rule for greedy eval and sampling
+from .config import DEDUP_MODES, QUOTA_MODES, SampleConfig
 
 _log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['DEDUP_MODES', 'Generation', 'counter_uniform', 'RowSeededSampler', 'TransformersBackend', 'VLLMBackend', 'quota',
-           'equation_key', 'near_duplicate', 'SampleConfig', 'sample_paths']
+__all__ = ['BACKENDS', 'VLLM_LORA_RANKS', 'Generation', 'cut_at_stop', 'counter_uniform', 'RowSeededSampler',
+           'TransformersBackend', 'StopOnNewText', 'greedy_generate', 'VLLMBackend', 'merge_lora', 'make_backend',
+           'quota', 'official_quota', 'annotations', 'equation_holds', 'written_equations', 'equation_key',
+           'edit_duplicate', 'near_duplicate', 'sample_paths']
 
 # %% ../nbs/04_sample.ipynb #45ee2115
 @dataclass
@@ -32,6 +43,12 @@ class Generation:
     text: str  # the continuation, cut before the first stop string
     n_tokens: int  # tokens generated, up to and including the eos / the stop string's last token
     finished: bool  # ended by eos or a stop string, not by `max_new_tokens`
+
+
+def cut_at_stop(text: str, stop=()) -> tuple[str, bool]:
+    "`text` cut before its earliest stop string, and whether one was found."
+    ends = [i for s in stop or () if s and (i := text.find(s)) >= 0]
+    return (text[: min(ends)], True) if ends else (text, False)
 
 # %% ../nbs/04_sample.ipynb #fa6a695c
 def _check_prompts(prompts):
@@ -113,6 +130,8 @@ class TransformersBackend:
         max_new_tokens: int = 256,
         stop=(),
         seed: int | list[int] | None = None,
+        top_k: int = 0,
+        top_p: float = 1.0,
     ) -> list[list[Generation]]:
         "For each prompt, `n` continuations (greedy when `temperature == 0`), cut before the first of `stop`."
         _check_prompts(prompts)
@@ -122,27 +141,28 @@ class TransformersBackend:
         order = sorted(range(len(rows)), key=lambda r: len(ids[rows[r][0]]), reverse=True)
         if isinstance(seed, int):
             torch.manual_seed(seed)
-        gens = [None] * len(rows)
+        how, gens = dict(temperature=temperature, top_k=top_k, top_p=top_p), [None] * len(rows)
         for b in range(0, len(order), self.batch_size):
             chunk = [rows[r] for r in order[b : b + self.batch_size]]
             seeds = [_row_seed(seed[i], j) for i, j in chunk] if isinstance(seed, (list, tuple)) else None
-            outs = self._generate_batch([ids[i] for i, _ in chunk], temperature, max_new_tokens, list(stop), seeds)
+            outs = self._generate_batch([ids[i] for i, _ in chunk], how, max_new_tokens, list(stop), seeds)
             for r, g in zip(order[b : b + self.batch_size], outs):
                 gens[r] = g
         return _regroup([i for i, _ in rows], gens, len(prompts), n)
 
-    def _generate_batch(self, ids, temperature, max_new_tokens, stop, seeds=None) -> list[Generation]:
+    def _generate_batch(self, ids, how: dict, max_new_tokens, stop, seeds=None) -> list[Generation]:
         enc = self.tokenizer.pad({'input_ids': ids}, padding_side='left', return_tensors='pt').to(self.model.device)
+        start = enc['input_ids'].shape[1]
+        criteria = StoppingCriteriaList([StopOnNewText(self.tokenizer, stop, start)]) if stop else None
         with torch.inference_mode():
             out = self.model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=self.tokenizer.pad_token_id,
-                stop_strings=stop or None,
-                tokenizer=self.tokenizer,
-                **_sampling(temperature, seeds),
+                stopping_criteria=criteria,
+                **_sampling(seeds=seeds, **how),
             )
-        return [self._to_generation(row.tolist(), stop) for row in out[:, enc['input_ids'].shape[1] :]]
+        return [self._to_generation(row.tolist(), stop) for row in out[:, start:]]
 
     def _to_generation(self, new_ids: list[int], stop) -> Generation:
         end = next((i for i, t in enumerate(new_ids) if t in self.eos or t == self.tokenizer.pad_token_id), None)
@@ -151,13 +171,16 @@ class TransformersBackend:
         return Generation(text, n_tokens, hit or end is not None)
 
 # %% ../nbs/04_sample.ipynb #5503f189
-def _sampling(temperature: float, seeds=None) -> dict:
-    "`model.generate` keyword arguments for greedy, torch-RNG or row-seeded sampling."
+def _sampling(temperature: float, seeds=None, top_k: int = 0, top_p: float = 1.0) -> dict:
+    "`model.generate` keyword arguments for greedy, torch-RNG or row-seeded sampling, top-k / top-p truncated."
     if temperature <= 0:
         return dict(do_sample=False)
     if seeds is None:
-        return dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-    return dict(do_sample=False, logits_processor=LogitsProcessorList([RowSeededSampler(seeds, temperature)]))
+        return dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p)
+    warpers = [TemperatureLogitsWarper(temperature)]
+    warpers += [TopKLogitsWarper(top_k)] if top_k > 0 else []
+    warpers += [TopPLogitsWarper(top_p)] if top_p < 1 else []
+    return dict(do_sample=False, logits_processor=LogitsProcessorList(warpers + [RowSeededSampler(seeds, 1.0)]))
 
 
 def _check_seed(seed, prompts):
@@ -174,6 +197,27 @@ def _eos_ids(model, tokenizer) -> list[int]:
         eos = tokenizer.eos_token_id
     return [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
 
+# %% ../nbs/04_sample.ipynb #2601e23b
+class StopOnNewText(StoppingCriteria):
+    "Stop each row once the text it generated (never its prompt) contains one of `stop`."
+
+    def __init__(self, tokenizer, stop, prompt_len: int):
+        self.tokenizer, self.stop, self.start = tokenizer, [s for s in stop if s], prompt_len
+        self.window = 4 * max(map(len, self.stop), default=0) + 4  # tokens that can spell any stop string
+
+    def __call__(self, input_ids, scores, **kwargs):
+        tail = input_ids[:, max(self.start, input_ids.shape[1] - self.window) :]
+        texts = self.tokenizer.batch_decode(tail, skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
+
+# %% ../nbs/04_sample.ipynb #41a6097a
+def greedy_generate(backend, prompts: list[str], stop=(), max_new_tokens: int = 256) -> list[str]:
+    "One greedy completion per prompt, cut before the first of `stop` (what evaluation scores)."
+    return [
+        gs[0].text
+        for gs in backend.generate(list(prompts), n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=stop)
+    ]
+
 # %% ../nbs/04_sample.ipynb #3d11dbba
 def _import_vllm():
     try:
@@ -185,10 +229,16 @@ def _import_vllm():
     return vllm
 
 
-def _vllm_params(vllm, n, temperature, max_new_tokens, stop, seed):
-    "Our generate arguments as `vllm.SamplingParams` (pure temperature sampling; greedy draws once)."
+def _vllm_params(vllm, n, temperature, max_new_tokens, stop, seed, top_k=0, top_p=1.0):
+    "Our generate arguments as `vllm.SamplingParams` (greedy draws once; truncation passed only when asked for)."
+    trunc = ({'top_k': top_k} if top_k > 0 else {}) | ({'top_p': top_p} if top_p < 1 else {})
     return vllm.SamplingParams(
-        n=n if temperature > 0 else 1, temperature=temperature, max_tokens=max_new_tokens, stop=list(stop), seed=seed
+        n=n if temperature > 0 else 1,
+        temperature=temperature,
+        max_tokens=max_new_tokens,
+        stop=list(stop),
+        seed=seed,
+        **trunc,
     )
 
 
@@ -202,9 +252,14 @@ class VLLMBackend:
 
     row_seeds = True  # a seed list becomes one seeded SamplingParams per prompt (vLLM seeds each request on its own)
 
-    def __init__(self, model_path: str, enable_prefix_caching: bool = True, **llm_kwargs):
-        self.vllm = _import_vllm()
+    def __init__(self, model_path: str, enable_prefix_caching: bool = True, lora_request=None, **llm_kwargs):
+        self.vllm, self.lora_request = _import_vllm(), lora_request
         self.llm = self.vllm.LLM(model=str(model_path), enable_prefix_caching=enable_prefix_caching, **llm_kwargs)
+
+    @property
+    def tokenizer(self):
+        "The tokenizer vLLM serves with (its chat template decides how `sipf.simulate` prompts a simulator)."
+        return self.llm.get_tokenizer()
 
     def generate(
         self,
@@ -213,67 +268,231 @@ class VLLMBackend:
         temperature: float = 0.0,
         max_new_tokens: int = 256,
         stop=(),
-        seed: int | None = None,
+        seed: int | list[int] | None = None,
+        top_k: int = 0,
+        top_p: float = 1.0,
     ) -> list[list[Generation]]:
         "For each prompt, `n` continuations, as `TransformersBackend.generate`."
         _check_prompts(prompts)
         _check_seed(seed, prompts)
+        args = (n, temperature, max_new_tokens, stop)
+        seeds = seed if isinstance(seed, (list, tuple)) else None
         params = (
-            [_vllm_params(self.vllm, n, temperature, max_new_tokens, stop, s) for s in seed]
-            if isinstance(seed, (list, tuple))
-            else _vllm_params(self.vllm, n, temperature, max_new_tokens, stop, seed)
+            [_vllm_params(self.vllm, *args, s, top_k, top_p) for s in seeds]
+            if seeds
+            else _vllm_params(self.vllm, *args, seed, top_k, top_p)
         )
-        outs = self.llm.generate(list(prompts), params, use_tqdm=False)
+        lora = {'lora_request': self.lora_request} if self.lora_request is not None else {}
+        outs = self.llm.generate(list(prompts), params, use_tqdm=False, **lora)
         return [_from_vllm(o, n) for o in outs]
+
+# %% ../nbs/04_sample.ipynb #52a67dc2
+def _adapter_stamp(adapter_dir: FilePath) -> str:
+    "A hash of the adapter's config and weights: a merged copy is reused only while the adapter is unchanged."
+    h = hashlib.sha256()
+    for f in sorted(adapter_dir.glob('adapter_*')):
+        h.update(f.name.encode())
+        with open(f, 'rb') as fh:
+            for block in iter(lambda: fh.read(1 << 20), b''):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def merge_lora(adapter_dir, out_dir=None) -> FilePath:
+    "A full model directory of base + the LoRA adapter in `adapter_dir` (peft `merge_and_unload`), cached beside it."
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoTokenizer
+
+    adapter_dir = FilePath(adapter_dir)
+    out = FilePath(out_dir) if out_dir else adapter_dir.with_name(adapter_dir.name + '.merged')
+    stamp, marker = _adapter_stamp(adapter_dir), out / 'sipf_merged_from.json'
+    if marker.exists() and json.loads(marker.read_text()).get('stamp') == stamp:
+        return out
+    model = AutoPeftModelForCausalLM.from_pretrained(str(adapter_dir), dtype='auto').merge_and_unload()
+    has_tok = any((adapter_dir / f).exists() for f in ('tokenizer.json', 'tokenizer_config.json'))
+    tok = AutoTokenizer.from_pretrained(str(adapter_dir) if has_tok else model.name_or_path)
+    tmp = out.with_name(out.name + '.tmp')
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / marker.name).write_text(json.dumps({'adapter': str(adapter_dir.resolve()), 'stamp': stamp}))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+# %% ../nbs/04_sample.ipynb #1405437c
+BACKENDS = ('transformers', 'vllm')
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM's `max_lora_rank` accepts
+
+
+def _lora_serving(adapter_dir: FilePath) -> tuple[dict, object]:
+    "vLLM `LLM(...)` arguments and the `LoRARequest` that serve the adapter in `adapter_dir` on its base."
+    from vllm.lora.request import LoRARequest
+
+    cfg = json.loads((adapter_dir / 'adapter_config.json').read_text())
+    rank = next((r for r in VLLM_LORA_RANKS if r >= cfg['r']), cfg['r'])
+    llm = dict(model=cfg['base_model_name_or_path'], enable_lora=True, max_lora_rank=rank)
+    if (adapter_dir / 'tokenizer_config.json').exists():
+        llm['tokenizer'] = str(adapter_dir)
+    return llm, LoRARequest('sipf', 1, str(adapter_dir))
+
+
+def _vllm_backend(model, lora: str = 'merge', tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9, **kw):
+    "A `VLLMBackend` for a model directory or hub id; a LoRA adapter directory is merged (default) or served."
+    path, request = FilePath(str(model)), None
+    kw = dict(tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization, **kw)
+    if (path / 'adapter_config.json').exists():
+        if lora not in ('merge', 'serve'):
+            raise ValueError(f"lora='{lora}': a LoRA adapter is either merged ('merge') or served by vLLM ('serve')")
+        _import_vllm()
+        if lora == 'merge':
+            path = merge_lora(path)
+        else:
+            served, request = _lora_serving(path)
+            path, kw = served.pop('model'), kw | served
+    return VLLMBackend(str(path), lora_request=request, **kw)
+
+# %% ../nbs/04_sample.ipynb #4b51d37f
+def _for_inference(model, unsloth: bool | None):
+    "unsloth's models must be switched to inference mode before they generate (`self_sampling.py:94`)."
+    if unsloth is None:
+        unsloth = getattr(getattr(model, 'config', None), 'unsloth_version', None) is not None
+    if unsloth:
+        try:
+            from unsloth import FastLanguageModel
+        except ImportError:
+            raise ImportError(
+                "this model came from unsloth, which is not installed: pip install 'sipf[unsloth]'"
+            ) from None
+        FastLanguageModel.for_inference(model)
+    return model
+
+
+def make_backend(kind: str, model, tokenizer=None, batch_size: int = 64, unsloth: bool | None = None, **options):
+    "The generation backend `kind` ('transformers' or 'vllm') for a model directory, hub id or loaded model."
+    if kind not in BACKENDS:
+        raise ValueError(f"unknown backend '{kind}'{closest(kind, BACKENDS)}")
+    if kind == 'vllm':
+        if not isinstance(model, (str, os.PathLike)):
+            raise ValueError("backend 'vllm' loads its model itself: pass a model directory or hub id, not a model")
+        return _vllm_backend(model, **options)
+    if isinstance(model, (str, os.PathLike)):
+        from sipf.models import load_model
+
+        model, tokenizer = load_model(str(model), **options)
+    elif tokenizer is None or options:
+        raise ValueError("make_backend: a loaded model needs its tokenizer, and takes no loading options")
+    return TransformersBackend(_for_inference(model, unsloth).eval(), tokenizer, batch_size=batch_size)
 
 # %% ../nbs/04_sample.ipynb #610198a9
 def quota(n: int, decay: float, iteration: int) -> int:
-    "Paths of one kind wanted per question at `iteration` (1-based): `n` scaled by `decay` per later iteration, at least 1."
+    "'fixed' quotas: `n` scaled by `decay` per later iteration (1-based), at least 1."
     return 0 if n <= 0 else max(1, round(n * decay ** (iteration - 1)))
 
+
+def official_quota(n_before: int, kind: str = 'math') -> int:
+    "'official' quota of a later iteration from the `n_before` paths kept earlier: half if few, else a quarter."
+    few, floor = (8, 1) if kind == 'math' else (40, 10)
+    wanted = math.ceil(n_before / 2) if n_before < few else n_before // 4
+    return wanted or floor
+
 # %% ../nbs/04_sample.ipynb #3091f169
-_EQUATION = re.compile(r'[\d(][\d\s.,+\-*/×÷()]*=\s*-?\d[\d.,]*')
+_ANNOTATION = re.compile(r'<<([^>]*)>>')
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+_OPS |= {ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+
+
+def annotations(text: str) -> list[str]:
+    "GSM8K calculator annotations `<<a=b>>` of `text`, spaces removed: the official dedup key's parts."
+    return [a.replace(' ', '') for a in _ANNOTATION.findall(text)]
+
+
+def _arith(node) -> float:
+    "The value of an arithmetic expression's syntax tree (numbers, + - * / // % **, signs); anything else raises."
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        return -_arith(node.operand) if isinstance(node.op, ast.USub) else _arith(node.operand)
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+        left, right = _arith(node.left), _arith(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > 64:
+            raise ValueError("exponent too large")
+        return _OPS[type(node.op)](left, right)
+    raise ValueError(f"not arithmetic: {ast.dump(node)}")
+
+
+def equation_holds(annotation: str) -> bool:
+    "Does an annotation `lhs=rhs` compute, |lhs - rhs| < 1e-3 (the official `check_equation`, without `eval`)?"
+    parts = annotation.split('=')
+    try:
+        return len(parts) > 1 and abs(_arith(ast.parse(parts[0], mode='eval').body) - float(parts[1])) < 1e-3
+    except (SyntaxError, ValueError, TypeError, ZeroDivisionError, OverflowError):
+        return False
+
+# %% ../nbs/04_sample.ipynb #72ac91b0
+_TOKEN = re.compile(
+    r'(?P<num>\d[\d,]*(?:\.\d+)?%?|\.\d+%?)|(?P<op>[-+*/×÷–−^()]|\b[xX]\b)|(?P<eq>=)'
+    r'|(?P<stop>[:;,!?](?=\s|$)|\.(?=\s|$)|\n)|(?P<word>[^\W\d_]+|\S)'
+)
+_RESULT = re.compile(r'\s*\$?\s*(-?(?:\d[\d,]*(?:\.\d+)?|\.\d+))')
+_CANON = {'×': '*', 'x': '*', 'X': '*', '÷': '/', '–': '-', '−': '-'}
+
+
+def _lhs(tokens: list[tuple[str, str]]) -> str:
+    "Numbers and operators back from an '=' to a clause boundary, or to two numbers with no operator between."
+    out = []
+    for kind, text in reversed(tokens):
+        if kind in ('stop', 'eq') or (kind == 'num' and out and out[0][0] == 'num'):
+            break
+        if kind in ('num', 'op'):
+            out.insert(0, (kind, text.replace(',', '') if kind == 'num' else _CANON.get(text, text)))
+    while out and out[0][1] in '+*/^)':
+        out.pop(0)
+    return ''.join(t for _, t in out)
+
+
+def written_equations(text: str) -> list[str]:
+    "The equations `text` writes, `a op b = c`, as `a op b=c`: words, units, `$` and spaces dropped."
+    eqs, tokens = [], []
+    for m in _TOKEN.finditer(text):
+        kind = m.lastgroup
+        if kind == 'eq' and (r := _RESULT.match(text, m.end())) and re.search(r'\d', lhs := _lhs(tokens)):
+            eqs.append(f"{lhs}={r.group(1).replace(',', '')}")
+        if kind == 'word' and tokens and tokens[-1][0] == 'op' and tokens[-1][1] in '/*-':
+            tokens[-1] = ('word', tokens[-1][1])  # `miles/hour`, `hand-crank`: a unit, not an operator
+        tokens.append((kind, m.group()))
+    return eqs
 
 
 def equation_key(steps: list[str], answer: str | None = None) -> tuple:
-    "Dedup key of a math path: its equations (no spaces) and answer; its normalised steps if it has no equation."
-    eqs = [re.sub(r'\s+', '', m).rstrip('.,') for s in steps for m in _EQUATION.findall(s)]
+    "Dedup key of a math path: its annotations, else the equations it writes; its normalised steps if neither; + answer."
+    text = '\n'.join(steps)
+    eqs = annotations(text) or written_equations(text)
     return tuple(eqs or [' '.join(s.split()).lower() for s in steps]), answer
 
 # %% ../nbs/04_sample.ipynb #a6a84182
+_SPACE = str.maketrans('', '', ' \t\n\r')
+
+
+def edit_duplicate(code: str, kept: list[str]) -> bool:
+    "Official code dedup: a program is a duplicate of a kept one within 0.8 x (mean line length + 1) + |length diff| / 2 edits."
+    lines = [s for s in (line.translate(_SPACE) for line in code.split('\n')) if s]
+    if not lines:
+        return True  # nothing but whitespace: the official loop skips it (a division by zero, caught)
+    squashed, bound = ''.join(lines), sum(map(len, lines)) / len(lines) + 1
+    return any(
+        editdistance.eval(k, squashed) < 0.8 * bound + abs(len(k) - len(squashed)) / 2
+        for k in (x.translate(_SPACE) for x in kept)
+    )
+
+
 def near_duplicate(text: str, kept: list[str], threshold: float = 0.9) -> bool:
-    "Is `text` at least `threshold` similar (difflib ratio, 1 = identical) to any of `kept`?"
+    "Is `text` at least `threshold` similar (difflib ratio, 1 = identical) to any of `kept`? (`dedup='ratio'`)"
     for k in kept:
         m = difflib.SequenceMatcher(None, text, k, autojunk=False)
         if m.real_quick_ratio() >= threshold and m.quick_ratio() >= threshold and m.ratio() >= threshold:
             return True
     return False
-
-# %% ../nbs/04_sample.ipynb #5853dcae
-@dataclass
-class SampleConfig:
-    "How reasoning paths are sampled, deduplicated and kept per question."
-
-    n: int = 8  # samples per question per round
-    temperature: float = 1.0  # sampling temperature (paper: 1.0 for math, 0.7 for code); 0 = greedy
-    max_new_tokens: int = 256  # generation cap per path
-    n_pos: int = 4  # correct paths wanted per question at iteration 1
-    n_neg: int = 4  # incorrect paths wanted per question at iteration 1
-    quota_decay: float = 0.5  # quota factor per later iteration: 0.5 (halved) or 0.25 (quartered), App. A.2
-    max_rounds: int = 4  # rounds per question before it is given up, quotas met or not
-    time_budget: float = (
-        30.0  # generation seconds charged per question before it is given up (official code: 30); 0 = none
-    )
-    dedup: str = 'auto'  # 'auto' (math: 'equations', code: 'edit'), 'equations', 'edit' or 'text' (exact text only)
-    edit_threshold: float = 0.9  # 'edit': programs at least this similar (difflib ratio) are duplicates
-    keep_unfinished: bool = True  # keep paths cut off at max_new_tokens (judged like any other)
-    questions_per_round: int = 32  # questions generated together per round (n x this sequences per round)
-    prompt_style: str = 'instruct'  # the task's prompt style
-    seed: int = 0  # base seed of every round
-    row_seeds: bool = True  # seed each question by its id and round (batch- and resume-independent) if the backend can
-
-
-DEDUP_MODES = ('auto', 'equations', 'edit', 'text')
 
 # %% ../nbs/04_sample.ipynb #cff3785a
 def _check_sample_args(problems, config: SampleConfig, iteration: int):
@@ -281,12 +500,16 @@ def _check_sample_args(problems, config: SampleConfig, iteration: int):
         raise ValueError("sample_paths: empty problem list (nothing to sample)")
     if config.dedup not in DEDUP_MODES:
         raise ValueError(f"unknown dedup mode '{config.dedup}'{closest(config.dedup, DEDUP_MODES)}")
+    if config.quota_mode not in QUOTA_MODES:
+        raise ValueError(f"unknown quota_mode '{config.quota_mode}'{closest(config.quota_mode, QUOTA_MODES)}")
     if not 0 < config.quota_decay <= 1:
         raise ValueError(f"quota_decay must be in (0, 1], got {config.quota_decay}")
     if iteration < 1:
         raise ValueError(f"iteration is 1-based, got {iteration}")
     if config.n < 1 or config.questions_per_round < 1:
         raise ValueError("SampleConfig.n and questions_per_round must be >= 1")
+    if config.temperature > 0 and config.max_rounds <= 0 and config.time_budget <= 0:
+        raise ValueError("SampleConfig: max_rounds=0 and time_budget=0 never give up a question; set one of them")
     ids = [p.id for p in problems]
     if len(set(ids)) < len(ids):
         raise ValueError(f"duplicate problem id '{next(i for i in ids if ids.count(i) > 1)}'")
@@ -296,40 +519,92 @@ def _check_sample_args(problems, config: SampleConfig, iteration: int):
 class _Tally:
     "Sampling state of one question."
 
-    pos: int = 0  # correct paths kept
-    neg: int = 0  # incorrect paths kept
+    pos: int = 0  # correct paths kept this iteration
+    neg: int = 0  # incorrect paths kept this iteration
     rounds: int = 0  # rounds it took part in
-    seconds: float = 0.0  # its share of generation time
-    keys: set = field(default_factory=set)  # dedup keys of kept paths
-    texts: list = field(default_factory=list)  # texts of kept paths (edit-distance dedup)
+    seconds: float = 0.0  # generation time charged to it
+    quotas: tuple = (0, 0)  # 'fixed': (positive, negative) caps; 'official': (positives or programs wanted, unused)
+    groups: dict = field(default_factory=dict)  # dedup group -> {key: kept Path}, earlier iterations' paths too
+    new: list = field(default_factory=list)  # paths kept by this run, written once the question is done
 
 
 def _key(path: Path, mode: str):
     return equation_key(path.steps, path.answer) if mode == 'equations' else ' '.join(path.text.split())
 
 
-def _count(path: Path, t: _Tally, mode: str):
-    t.pos += path.correct
-    t.neg += not path.correct
-    t.keys.add(_key(path, mode))
-    t.texts.append(path.text)
+def _group(path: Path, config: SampleConfig, kind: str) -> str:
+    "Official math dedups positives and negatives apart (`self_sampling.py:196-206`); everything else as one pool."
+    return ('pos' if path.correct else 'neg') if config.quota_mode == 'official' and kind == 'math' else 'all'
+
+
+def _remember(path: Path, t: _Tally, mode: str, config: SampleConfig, kind: str, this_iteration: bool = True):
+    "Count a path kept before this run (earlier iteration, or on disk) toward dedup, and toward quotas if it is this iteration's."
+    t.groups.setdefault(_group(path, config, kind), {})[_key(path, mode)] = path
+    if this_iteration:
+        t.pos += path.correct
+        t.neg += not path.correct
 
 # %% ../nbs/04_sample.ipynb #7ce4435c
-def _admit(path: Path, t: _Tally, quotas: tuple[int, int], mode: str, threshold: float) -> bool:
-    "Keep `path` (and count it) if its kind has quota left and it is not a duplicate."
-    if (t.pos >= quotas[0]) if path.correct else (t.neg >= quotas[1]):
+def _replace_if_farther(path: Path, key, group: dict, t: _Tally):
+    "A path repeating a kept key replaces its twin if it is farther (total edit distance) from the other kept paths."
+    twin = group[key]
+    if not any(p is twin for p in t.new):
+        return  # already written, or an earlier iteration's: it stays
+    others = [p.text for k, p in group.items() if k != key]
+    if sum(editdistance.eval(path.text, o) for o in others) > sum(editdistance.eval(twin.text, o) for o in others):
+        group[key] = path
+        t.new[next(i for i, p in enumerate(t.new) if p is twin)] = path
+
+
+def _duplicate(path: Path, group: dict, mode: str, config: SampleConfig) -> bool:
+    kept = [p.text for p in group.values()]
+    if mode == 'edit':
+        return edit_duplicate(path.text, kept)
+    return mode == 'ratio' and near_duplicate(path.text, kept, config.edit_threshold)
+
+
+def _admit(path: Path, t: _Tally, mode: str, config: SampleConfig, kind: str) -> bool:
+    "Keep `path` (and count it) if it passes the filters and is no duplicate."
+    official = config.quota_mode == 'official'
+    if official and kind == 'math' and path.answer is None:
+        return False  # no parsable answer (`self_sampling.py:183`)
+    if not official and ((t.pos >= t.quotas[0]) if path.correct else (t.neg >= t.quotas[1])):
         return False
-    dup = near_duplicate(path.text, t.texts, threshold) if mode == 'edit' else _key(path, mode) in t.keys
-    if not dup:
-        _count(path, t, mode)
-    return not dup
+    if mode == 'equations' and not all(map(equation_holds, annotations(path.text))):
+        return False
+    group, key = t.groups.setdefault(_group(path, config, kind), {}), _key(path, mode)
+    if key in group or _duplicate(path, group, mode, config):
+        if key in group and mode == 'equations' and official:
+            _replace_if_farther(path, key, group, t)
+        return False
+    group[key] = path
+    t.new.append(path)
+    t.pos += path.correct
+    t.neg += not path.correct
+    return True
+
+# %% ../nbs/04_sample.ipynb #50dd2653
+def _met(t: _Tally, config: SampleConfig, kind: str) -> bool:
+    "Official: enough new positives (math) or programs (code); fixed: both caps full."
+    if config.quota_mode == 'official':
+        return (t.pos if kind == 'math' else t.pos + t.neg) >= t.quotas[0]
+    return t.pos >= t.quotas[0] and t.neg >= t.quotas[1]
 
 
-def _done(t: _Tally, quotas: tuple[int, int], config: SampleConfig) -> bool:
-    "Has a question met its quotas, or used up its rounds or time? (Greedy decoding gets one round: more give nothing new.)"
-    met = t.pos >= quotas[0] and t.neg >= quotas[1]
+def _done(t: _Tally, config: SampleConfig, kind: str) -> bool:
+    "Has a question met its quota, or used up its rounds or time? (Greedy decoding gets one round: more give nothing new.)"
     rounds = 1 if config.temperature <= 0 else config.max_rounds
-    return met or t.rounds >= rounds or (config.time_budget > 0 and t.seconds >= config.time_budget)
+    out_of_time = config.time_budget > 0 and t.seconds > config.time_budget  # official: `elapsed_time > sample_time`
+    return _met(t, config, kind) or (rounds > 0 and t.rounds >= rounds) or out_of_time
+
+
+def _quotas(config: SampleConfig, kind: str, iteration: int, before: tuple[int, int] | None) -> tuple[int, int]:
+    "A question's quotas: 'fixed' decayed caps; 'official' from what earlier iterations kept of it (`before`)."
+    if config.quota_mode == 'fixed' or (iteration > 1 and before is None):
+        return quota(config.n_pos, config.quota_decay, iteration), quota(config.n_neg, config.quota_decay, iteration)
+    if kind == 'code':
+        return (config.n_code if iteration == 1 else official_quota(sum(before), 'code')), 0
+    return (config.n_pos, config.n_neg) if iteration == 1 else (official_quota(before[0]), official_quota(before[1]))
 
 # %% ../nbs/04_sample.ipynb #59759b01
 def _round_seed(backend, config: SampleConfig, iteration: int, round_no: int, batch: list[Problem], tallies: dict):
@@ -347,9 +622,17 @@ def _answer(task: Task, text: str):
 
 
 def _round_paths(
-    task: Task, backend, batch: list[Problem], config: SampleConfig, iteration: int, seed, rounds: list[int]
-) -> list[Path]:
-    "Generate `config.n` samples for each problem of `batch` (in its round `rounds[i]`) and judge them into `Path`s."
+    task: Task,
+    backend,
+    batch: list[Problem],
+    config: SampleConfig,
+    iteration: int,
+    seed,
+    rounds,
+    clock=time.perf_counter,
+) -> tuple[list[Path], float]:
+    "`config.n` samples for each problem of `batch` (in its round `rounds[i]`) judged into `Path`s, and the generate call's seconds."
+    t0 = clock()
     gens = backend.generate(
         [task.prompt(p, config.prompt_style) for p in batch],
         n=config.n,
@@ -357,56 +640,72 @@ def _round_paths(
         max_new_tokens=config.max_new_tokens,
         stop=list(task.stop),
         seed=seed,
+        top_k=config.top_k,
+        top_p=config.top_p,
     )
+    seconds = clock() - t0
     rows = [(p, r, g) for p, r, gs in zip(batch, rounds, gens) for g in gs if config.keep_unfinished or g.finished]
     correct = task.judge([p for p, _, _ in rows], [g.text for _, _, g in rows]) if rows else []
-    return [
-        Path(
-            p.id,
-            g.text,
-            task.split_steps(g.text),
-            _answer(task, g.text),
-            bool(ok),
-            iteration,
-            {'round': r, 'n_tokens': g.n_tokens, 'finished': g.finished},
-        )
+    meta = lambda r, g: {'round': r, 'n_tokens': g.n_tokens, 'finished': g.finished}
+    paths = [
+        Path(p.id, g.text, task.split_steps(g.text), _answer(task, g.text), bool(ok), iteration, meta(r, g))
         for (p, r, g), ok in zip(rows, correct)
     ]
+    return paths, seconds
 
 # %% ../nbs/04_sample.ipynb #4258e5e7
 def _rounds_path(out_path: FilePath) -> FilePath:
     return out_path.with_name(out_path.stem + '.rounds.jsonl')
 
 
-def _resume(out_path: FilePath, problems: list[Problem], mode: str) -> tuple[dict, int]:
-    "Per-question tallies rebuilt from the paths and round log on disk, and the next round number."
+def _charge(config: SampleConfig, seconds: float, n_questions: int) -> float:
+    "Time charged to each question of a round: the whole call (official: wall time per question), or its share."
+    return seconds if config.quota_mode == 'official' else seconds / n_questions
+
+
+def _tallies(task, problems, mode: str, config: SampleConfig, iteration: int, previous) -> dict:
+    "Fresh tallies: earlier iterations' paths (`previous`) join dedup and set the official quotas."
     tallies = {p.id: _Tally() for p in problems}
+    before = {p.id: [0, 0] for p in problems}
+    for path in previous or []:
+        if path.problem_id in tallies:
+            _remember(path, tallies[path.problem_id], mode, config, task.kind, this_iteration=False)
+            before[path.problem_id][not path.correct] += 1
+    for pid, t in tallies.items():
+        t.quotas = _quotas(config, task.kind, iteration, None if previous is None else tuple(before[pid]))
+    return tallies
+
+
+def _resume(task, out_path: FilePath, problems, mode: str, config: SampleConfig, iteration: int, previous):
+    "Tallies rebuilt from earlier iterations and this one's file and round log; the next round number; finished ids."
+    tallies = _tallies(task, problems, mode, config, iteration, previous)
     for path in read_jsonl(out_path, Path):
         if path.problem_id in tallies:
-            _count(path, tallies[path.problem_id], mode)
+            _remember(path, tallies[path.problem_id], mode, config, task.kind)
     rounds = read_jsonl(_rounds_path(out_path))
+    finished = {i for r in rounds for i in r.get('done', []) if i in tallies}
     for r in rounds:
-        for pid in (i for i in r['problem_ids'] if i in tallies):
+        for pid in (i for i in r['problem_ids'] if i in finished):
             tallies[pid].rounds += 1
-            tallies[pid].seconds += r['seconds'] / len(r['problem_ids'])
-    return tallies, max((r['round'] + 1 for r in rounds), default=0)
+            tallies[pid].seconds += _charge(config, r['seconds'], len(r['problem_ids']))
+    return tallies, max((r['round'] + 1 for r in rounds), default=0), finished
 
 # %% ../nbs/04_sample.ipynb #e58ed823
-def _sample_round(task, backend, batch, tallies, quotas, mode, config, out_path, iteration, round_no) -> int:
-    "Sample, judge and admit one round; append kept paths, then the round's log line. Returns the number kept."
-    t0 = time.perf_counter()
+def _sample_round(task, backend, batch, tallies, mode, config, out_path, iteration, round_no, clock) -> set:
+    "Sample, judge and admit one round; write the paths of the questions it finished, then its log line. Returns their ids."
     seed = _round_seed(backend, config, iteration, round_no, batch, tallies)
-    paths = _round_paths(task, backend, batch, config, iteration, seed, [tallies[p.id].rounds for p in batch])
-    kept = [p for p in paths if _admit(p, tallies[p.problem_id], quotas, mode, config.edit_threshold)]
-    append_jsonl(out_path, kept)
-    seconds = time.perf_counter() - t0
-    append_jsonl(
-        _rounds_path(out_path), [{'round': round_no, 'seconds': seconds, 'problem_ids': [p.id for p in batch]}]
-    )
+    rounds = [tallies[p.id].rounds for p in batch]
+    paths, seconds = _round_paths(task, backend, batch, config, iteration, seed, rounds, clock)
+    for path in paths:
+        _admit(path, tallies[path.problem_id], mode, config, task.kind)
     for p in batch:
         tallies[p.id].rounds += 1
-        tallies[p.id].seconds += seconds / len(batch)
-    return len(kept)
+        tallies[p.id].seconds += _charge(config, seconds, len(batch))
+    done = [p.id for p in batch if _done(tallies[p.id], config, task.kind)]
+    append_jsonl(out_path, [path for pid in done for path in tallies[pid].new])
+    log = {'round': round_no, 'seconds': seconds, 'problem_ids': [p.id for p in batch], 'done': done}
+    append_jsonl(_rounds_path(out_path), [log])
+    return set(done)
 
 # %% ../nbs/04_sample.ipynb #084cb1f9
 def sample_paths(
@@ -416,30 +715,34 @@ def sample_paths(
     config: SampleConfig | None = None,
     out_path='samples.jsonl',
     iteration: int = 1,
+    previous: list[Path] | None = None,
+    clock=time.perf_counter,
 ) -> list[Path]:
     "Sample, judge, dedup and keep paths of `problems` to quotas, appending to `out_path`; resumes from what is there."
     config, problems, out_path = config or SampleConfig(), list(problems), FilePath(out_path)
     _check_sample_args(problems, config, iteration)
     mode = config.dedup if config.dedup != 'auto' else ('edit' if task.kind == 'code' else 'equations')
-    quotas = (quota(config.n_pos, config.quota_decay, iteration), quota(config.n_neg, config.quota_decay, iteration))
-    tallies, round_no = _resume(out_path, problems, mode)
-    pending = [p for p in problems if not _done(tallies[p.id], quotas, config)]
+    if previous is None and iteration > 1 and config.quota_mode == 'official':
+        _log.warning(
+            "sample_paths: iteration %d without `previous` paths: official quotas fall back to decayed caps", iteration
+        )
+    tallies, round_no, finished = _resume(task, out_path, problems, mode, config, iteration, previous)
+    pending = [p for p in problems if p.id not in finished and not _done(tallies[p.id], config, task.kind)]
     with tqdm(
         total=len(problems), initial=len(problems) - len(pending), desc=f'sample iter {iteration}', unit='q'
     ) as bar:
         while pending:
             batch, rest = pending[: config.questions_per_round], pending[config.questions_per_round :]
-            _sample_round(task, backend, batch, tallies, quotas, mode, config, out_path, iteration, round_no)
-            still = [p for p in batch if not _done(tallies[p.id], quotas, config)]
-            bar.update(len(batch) - len(still))
+            done = _sample_round(task, backend, batch, tallies, mode, config, out_path, iteration, round_no, clock)
+            bar.update(len(done))
             bar.set_postfix(pos=sum(t.pos for t in tallies.values()), neg=sum(t.neg for t in tallies.values()))
-            pending, round_no = still + rest, round_no + 1
-    return _finish(out_path, problems, tallies, quotas)
+            pending, round_no = [p for p in batch if p.id not in done] + rest, round_no + 1
+    return _finish(out_path, problems, tallies, config, task.kind)
 
 # %% ../nbs/04_sample.ipynb #f29ae7b9
-def _finish(out_path, problems, tallies, quotas) -> list[Path]:
+def _finish(out_path, problems, tallies, config: SampleConfig, kind: str) -> list[Path]:
     "Log how many questions met their quotas; return all paths of `problems` in the file."
-    met = sum(t.pos >= quotas[0] and t.neg >= quotas[1] for t in tallies.values())
-    _log.info("sampled %s: %d/%d questions met quotas %s", out_path, met, len(problems), quotas)
+    met = sum(_met(t, config, kind) for t in tallies.values())
+    _log.info("sampled %s: %d/%d questions met their quotas (%s)", out_path, met, len(problems), config.quota_mode)
     ids = set(tallies)
     return [p for p in read_jsonl(out_path, Path) if p.problem_id in ids]

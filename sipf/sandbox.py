@@ -6,6 +6,7 @@
 from __future__ import annotations
 import atexit
 import ctypes
+import importlib.util
 import itertools
 import json
 import logging
@@ -17,6 +18,7 @@ import secrets
 import select
 import shutil
 import signal
+import site
 import struct
 import subprocess
 import sys
@@ -26,7 +28,6 @@ import time
 import traceback
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path as FilePath
-import sipf
 from .core import check_keys
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,15 @@ class SandboxUnavailable(RuntimeError):
 ISOLATIONS = ('auto', 'namespaces', 'rlimits')
 
 
+def _package_root() -> str:
+    "The directory holding this `sipf` package, found through the import system: `sipf.__file__` can be None."
+    return str(FilePath(importlib.util.find_spec('sipf.sandbox').origin).resolve().parent.parent)
+
+
 def _worker_command(isolation: str) -> list[str]:
     "The command that starts one worker: python, inside fresh namespaces unless `rlimits`."
     boot = (
-        f"import sys; sys.path.insert(0, {str(FilePath(sipf.__file__).parent.parent)!r}); "
+        f"import sys; sys.path.insert(0, {_package_root()!r}); "
         "from sipf.sandbox import _serve; _serve()"
     )
     python = [sys.executable, '-I', '-c', boot]
@@ -99,6 +105,7 @@ def _worker_command(isolation: str) -> list[str]:
 # %% ../nbs/02_sandbox.ipynb #d4221a77
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_MOUNT_SETATTR, _AT_RECURSIVE, _MOUNT_ATTR_RDONLY, _MS_RDONLY, _MS_REMOUNT, _MS_BIND = 442, 0x8000, 1, 1, 32, 4096
+_MS_REC = 16384
 
 
 def _libc_call(name: str, *args):
@@ -119,18 +126,32 @@ def _make_readonly():
         _libc_call('mount', None, point.encode(), None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | flags, None)
 
 
+def _hidden_dirs(points=('/tmp', '/dev/shm')) -> list[str]:
+    "Directories this interpreter needs (prefixes, site-packages, `sys.path`, sipf) that a tmpfs on `points` would hide."
+    dirs = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable)]
+    dirs += [*site.getsitepackages(), site.getusersitepackages(), *sys.path, _package_root()]
+    found = {os.path.abspath(d) for d in dirs if d} | {os.path.realpath(d) for d in dirs if d}
+    under = sorted(d for d in found if any(d.startswith(p + '/') for p in points) and os.path.isdir(d))
+    return [d for d in under if not any(d.startswith(o + '/') for o in under)]
+
+
 def _lock_filesystem(tmp_mb: int):
-    "Read-only everything, then private writable tmpfs on /tmp and /dev/shm; check that it holds."
+    "Read-only everything, private writable tmpfs on /tmp and /dev/shm, the interpreter's dirs bound back; check it."
+    keep = {d: os.open(d, os.O_PATH | os.O_DIRECTORY) for d in _hidden_dirs()}  # reachable once the tmpfs hides them
     _make_readonly()
     for point, mb in [('/tmp', tmp_mb), ('/dev/shm', 16)]:
         _libc_call('mount', b'tmpfs', point.encode(), b'tmpfs', 0, f'size={mb}m,mode=1777'.encode())
-    if not os.statvfs('/').f_flag & os.ST_RDONLY or os.getpid() != 1:
-        raise RuntimeError('sandbox worker: / is still writable or not in a pid namespace')
+    for d, fd in keep.items():
+        os.makedirs(d, exist_ok=True)
+        _libc_call('mount', f'/proc/self/fd/{fd}'.encode(), d.encode(), None, _MS_BIND | _MS_REC, None)
+        os.close(fd)
+    if not all(os.statvfs(p).f_flag & os.ST_RDONLY for p in ['/', *keep]) or os.getpid() != 1:
+        raise RuntimeError('sandbox worker: / (or a directory bound back) is still writable or not in a pid namespace')
 
 # %% ../nbs/02_sandbox.ipynb #77c6ec82
 def _set_limits(cfg: dict):
     "Hard per-process limits of a check child."
-    cpu = math.ceil(cfg['cpu_seconds'] or cfg['timeout'] + 1)
+    cpu = _cpu_limit(cfg)
     mem, out = cfg['memory_mb'] << 20, cfg['max_output_bytes']
     for res, soft, hard in [
         (resource.RLIMIT_CPU, cpu, cpu + 1),
@@ -249,29 +270,38 @@ def _kill_all(pid: int):
             return
 
 
-def _wait(pid: int, timeout: float) -> int | None:
-    "Wait up to `timeout` s for child `pid`; its wait status, or None if still running."
+def _wait(pid: int, timeout: float) -> tuple[int | None, float]:
+    "Wait up to `timeout` s for child `pid`: its wait status (None if still running) and the CPU seconds it used."
     fd = os.pidfd_open(pid)
     try:
         select.select([fd], [], [], timeout)
     finally:
         os.close(fd)
-    done, status = os.waitpid(pid, os.WNOHANG)
-    return status if done else None
+    done, status, usage = os.wait4(pid, os.WNOHANG)
+    return (status, usage.ru_utime + usage.ru_stime) if done else (None, 0.0)
 
 # %% ../nbs/02_sandbox.ipynb #d30d595a
-def _verdict(status: int | None, token: bytes, nonce: bytes, output: str, cfg: dict) -> tuple[str, str]:
-    "Status and detail of a check from its wait status, result pipe and output tail."
+def _cpu_limit(cfg: dict) -> int:
+    "The soft CPU-time limit of a check's processes, in whole seconds."
+    return math.ceil(cfg['cpu_seconds'] or cfg['timeout'] + 1)
+
+
+def _signal_verdict(sig: int, cpu: float, cfg: dict) -> tuple[str, str]:
+    "Status and detail of a check killed by signal `sig` after `cpu` seconds of CPU time."
+    if sig == signal.SIGXFSZ:
+        return 'output', f"wrote more than {cfg['max_output_bytes']} bytes"
+    if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu >= _cpu_limit(cfg)):
+        return 'timeout', f'CPU-time limit of {_cpu_limit(cfg)}s'
+    return 'failed', f'killed by signal {sig} ({signal.Signals(sig).name})'
+
+
+def _verdict(status: int | None, token: bytes, nonce: bytes, output: str, cfg: dict, cpu: float = 0.0) -> tuple[str, str]:
+    "Status and detail of a check from its wait status, CPU time, result pipe and output tail."
     last = output.strip().splitlines()[-1][:300] if output.strip() else ''
     if status is None:
         return 'timeout', f"wall-clock limit of {cfg['timeout']}s"
-    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    if sig == signal.SIGXFSZ:
-        return 'output', f"wrote more than {cfg['max_output_bytes']} bytes"
-    if sig in (signal.SIGXCPU, signal.SIGKILL):
-        return 'timeout', 'CPU-time limit'
-    if sig:
-        return 'failed', f'killed by {signal.Signals(sig).name}'
+    if os.WIFSIGNALED(status):
+        return _signal_verdict(os.WTERMSIG(status), cpu, cfg)
     if os.WEXITSTATUS(status) == 0 and token == nonce:
         return 'passed', ''
     if token.startswith(b'MemoryError'):
@@ -312,7 +342,7 @@ def _check_one(req: dict, n: int, uid: int | None, base: str) -> dict:
             os._exit(1)
     os.close(w)
     os.close(out_fd)
-    status = _wait(pid, req['timeout'])
+    status, cpu = _wait(pid, req['timeout'])
     _kill_all(pid)
     seconds = time.monotonic() - start
     token = os.read(r, 400)
@@ -322,7 +352,7 @@ def _check_one(req: dict, n: int, uid: int | None, base: str) -> dict:
         output = f.read().decode(errors='replace')
     for d in {base, '/dev/shm'} if base == '/tmp' else {base}:
         _clear_dir(d)
-    status, detail = _verdict(status, token, nonce, output, req)
+    status, detail = _verdict(status, token, nonce, output, req, cpu)
     return dict(passed=status == 'passed', status=status, detail=detail, seconds=seconds)
 
 # %% ../nbs/02_sandbox.ipynb #16f576bd

@@ -9,44 +9,13 @@ from dataclasses import dataclass
 from typing import Callable, Generator, Iterable
 from tqdm.auto import tqdm
 from .core import Path, StepLabels, append_jsonl, read_jsonl, text_id
+from .config import LABEL_STRATEGIES as STRATEGIES, ROLLOUT_STRATEGIES, SimulateConfig
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ROLLOUT_STRATEGIES', 'STRATEGIES', 'SimulateConfig', 'hard_labels', 'step_decided', 'first_error',
-           'search_first_zero', 'first_zero', 'rollout_seed', 'has_outcome_step', 'run_rollouts', 'label_paths',
-           'label_agreement']
-
-# %% ../nbs/05_simulate.ipynb #79969495
-ROLLOUT_STRATEGIES = ('exhaustive', 'early_stop', 'binary')  # spend simulator rollouts
-STRATEGIES = ROLLOUT_STRATEGIES + ('truth',)  # 'truth': the toy world's oracle, an upper bound for the labels
-
-
-@dataclass
-class SimulateConfig:
-    "How Monte-Carlo step labels are spent and decided."
-
-    n_rollouts: int = 8  # N: rollouts per step prefix (paper: 8)
-    delta: int = 0  # a step is correct iff hits > delta (official code: 0)
-    strategy: str = (
-        'exhaustive'  # 'exhaustive' (paper), 'early_stop', 'binary' (OmegaPRM), or 'truth' (toy world's oracle)
-    )
-    temperature: float = 1.0  # rollout temperature (paper: 1.0 math, 0.7 code)
-    max_new_tokens: int = 128  # cap on each rollout's length
-    chunk_size: int = 1  # rollouts per prefix per round; early_stop/binary decide between rounds (1: most saving)
-    batch_paths: int = 64  # paths in flight at once; all their pending rollouts share generate calls
-    seed: int = 0  # rollout j of step t of a path is seeded from (seed, path id, t, j)
-    prompt_style: str = 'instruct'  # task.prompt style the paths were sampled with
-    outcome_last: bool = True  # label a final answer step by the path's outcome, without rollouts
-    trust_outcome: bool = True  # binary: a path with a right answer is all 1, no search (OmegaPRM)
-
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy '{self.strategy}'; known: {', '.join(STRATEGIES)}")
-        if self.n_rollouts < 1 or self.chunk_size < 1:
-            raise ValueError("n_rollouts and chunk_size must be >= 1")
-        if not 0 <= self.delta < self.n_rollouts:
-            raise ValueError(f"delta={self.delta} must be in [0, n_rollouts={self.n_rollouts})")
+__all__ = ['log', 'hard_labels', 'step_decided', 'first_error', 'search_first_zero', 'first_zero', 'rollout_seed',
+           'has_outcome_step', 'run_rollouts', 'label_paths', 'label_agreement']
 
 # %% ../nbs/05_simulate.ipynb #78b667f6
 def hard_labels(hits: Iterable[int], delta: int = 0) -> list[int]:

@@ -7,26 +7,33 @@ from __future__ import annotations
 import ast
 import csv
 import gzip
+import importlib
 import inspect
 import itertools
 import json
 import logging
+import os
 import re
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
 from fractions import Fraction
 from pathlib import Path as FilePath
 from typing import Callable, Iterable
-from .core import Problem, closest
+from .core import Problem, closest, data_dir
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TASKS', 'INSTRUCT_TEMPLATE', 'COT_EXEMPLARS', 'MMLU_MATH_SUBJECTS', 'CODE_TEMPLATE', 'TESTS_HEADER',
-           'MBPP_SPLITS', 'MBPP_ORDERINGS', 'Task', 'register_task', 'load_task', 'parse_number', 'format_number',
-           'cut_next_question', 'answer_match', 'answer_span', 'cot_prompt', 'MathTask', 'resolve_file', 'read_rows',
-           'hub_rows', 'need', 'gsm8k_solution', 'gsm8k_problem', 'load_gsm8k', 'mmlu_problem', 'load_mmlu_math',
-           'extract_code', 'CodeTask', 'mbpp_problems', 'MBPPTask', 'load_mbpp', 'split_docstring', 'examples_as_tests',
-           'humaneval_problem', 'HumanEvalTask', 'load_humaneval']
+__all__ = ['log', 'TASKS', 'TASK_OPTIONS', 'PLUGINS', 'INSTRUCT_TEMPLATE', 'COT_EXEMPLARS', 'HUB_TIMEOUT', 'MMLU_MATH_SUBJECTS',
+           'CODE_TEMPLATE', 'TESTS_HEADER', 'MBPP_SPLITS', 'MBPP_ORDERINGS', 'Task', 'register_task', 'OptionError',
+           'check_options', 'task_names', 'load_task', 'parse_number', 'format_number', 'cut_next_question',
+           'answer_match', 'answer_span', 'cot_prompt', 'MathTask', 'resolve_file', 'read_rows', 'need', 'local_data',
+           'DataUnavailable', 'hub_unreachable', 'hub_rows', 'gsm8k_solution', 'gsm8k_problem', 'load_gsm8k',
+           'mmlu_problem', 'load_mmlu_math', 'extract_code', 'CodeTask', 'mbpp_problems', 'MBPPTask', 'load_mbpp',
+           'split_docstring', 'examples_as_tests', 'humaneval_problem', 'HumanEvalTask', 'load_humaneval']
 
 # %% ../nbs/01_tasks.ipynb #798e48fa
 class Task:
@@ -69,22 +76,61 @@ class Task:
 
 # %% ../nbs/01_tasks.ipynb #ec5bd28d
 TASKS: dict[str, Callable[..., Task]] = {}
+TASK_OPTIONS: dict[str, tuple[str, ...]] = {}
 
 
-def register_task(name: str):
-    "Decorator: register `loader(path=None, split='test', **options) -> Task` under `name`."
+def _keywords(loader) -> tuple[str, ...]:
+    "The names a loader takes by keyword."
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(n for n, p in inspect.signature(loader).parameters.items() if p.kind in kinds)
+
+
+def register_task(name: str, options: Iterable[str] | None = None):
+    "Decorator: register `loader(path=None, split='test', **options) -> Task` under `name`; `options`: its valid ones."
 
     def deco(loader):
         TASKS[name] = loader
+        TASK_OPTIONS[name] = tuple(options) if options is not None else _keywords(loader)
         return loader
 
     return deco
 
+# %% ../nbs/01_tasks.ipynb #087ead30
+class OptionError(ValueError, TypeError, KeyError):
+    "An unknown option: bad input (ValueError), what Python raises for an unexpected keyword (TypeError), a bad key."
+
+    __str__ = Exception.__str__
+
+
+def check_options(task: str, options: Iterable[str], valid: Iterable[str]):
+    "Raise `OptionError` naming `task`, the first of `options` not in `valid`, its closest valid name and all of them."
+    valid = list(valid)
+    for k in options:
+        if k not in valid:
+            raise OptionError(f"task '{task}' has no option '{k}'{closest(k, valid)}; its options: {', '.join(valid)}")
+
+# %% ../nbs/01_tasks.ipynb #2f40dd92
+PLUGINS = ['sipf.arith']  # modules holding built-in tasks of their own, imported on the first unknown name
+
+
+def _import_plugins():
+    for module in PLUGINS:
+        importlib.import_module(module)
+
+
+def task_names() -> list[str]:
+    "The names of every registered task, built-in plugins included."
+    _import_plugins()
+    return sorted(TASKS)
+
 
 def load_task(name: str, path=None, split: str = 'test', **options) -> Task:
-    "Load task `name` from the hub (`path=None`) or from local files at `path`."
+    "Load task `name` from local files at `path` (else `$SIPF_DATA`, else the hub) with the loader's `options`."
+    if name not in TASKS:
+        _import_plugins()
     if name not in TASKS:
         raise ValueError(f"unknown task '{name}'{closest(name, TASKS)}; known: {', '.join(sorted(TASKS))}")
+    check_options(name, options, TASK_OPTIONS[name])
     return TASKS[name](path=path, split=split, **options)
 
 # %% ../nbs/01_tasks.ipynb #32ac680b
@@ -234,13 +280,6 @@ class MathTask(Task):
         got, gold = self.extract_answer(completion), parse_number(problem.answer or '')
         return got is not None and gold is not None and Fraction(got) == gold
 
-# %% ../nbs/01_tasks.ipynb #8e00edab
-@register_task('arith')
-def _load_arith(path=None, split: str = 'test', **options):
-    from sipf.arith import load_arith
-
-    return load_arith(path=path, split=split, **options)
-
 # %% ../nbs/01_tasks.ipynb #78c0cee4
 def resolve_file(path, *names: str) -> FilePath:
     "`path` itself if it is a file, else the first of `names` found under the directory `path`."
@@ -274,14 +313,6 @@ def _json_row(line: str, path, lineno: int):
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{lineno}: malformed json line ({e.msg})") from None
 
-
-def hub_rows(hub_id: str, config: str | None, split: str) -> list[tuple[str, dict]]:
-    "`(where, row)` for a split of a Hugging Face hub dataset (needs the network)."
-    from datasets import load_dataset
-
-    ds = load_dataset(hub_id, config, split=split)
-    return [(f"{hub_id}:{split}:{i}", dict(r)) for i, r in enumerate(ds)]
-
 # %% ../nbs/01_tasks.ipynb #1e31e259
 def need(row, where: str, *keys: str) -> list:
     "The values of `keys` in `row`, or a `ValueError` naming `where` and the missing key."
@@ -291,6 +322,66 @@ def need(row, where: str, *keys: str) -> list:
     if missing:
         raise ValueError(f"{where}: row has no field '{missing[0]}'")
     return [row[k] for k in keys]
+
+# %% ../nbs/01_tasks.ipynb #1ff2c7db
+def local_data(path, subdir: str):
+    "`path`, else `$SIPF_DATA/<subdir>` when `SIPF_DATA` is set, else None (the hub)."
+    if path is not None:
+        return path
+    return data_dir() / subdir if os.environ.get('SIPF_DATA') else None
+
+# %% ../nbs/01_tasks.ipynb #30437910
+HUB_TIMEOUT = 3.0  # seconds to wait for the Hugging Face hub before giving up
+
+
+class DataUnavailable(FileNotFoundError, ConnectionError):
+    "A dataset that is not on local disk and cannot be fetched from the hub."
+
+
+def _ask_hub(url: str, timeout: float) -> str | None:
+    "None if `url` answers a HEAD request (any HTTP status) within `timeout`, else why not."
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method='HEAD'), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        pass  # an answer, even 404, is a reachable hub
+    except (OSError, ValueError) as e:
+        reason = getattr(e, 'reason', e)
+        return f"{urllib.parse.urlsplit(url).netloc}: {getattr(reason, 'strerror', None) or reason}"
+    return None
+
+
+def hub_unreachable(timeout: float = HUB_TIMEOUT) -> str | None:
+    "Why the hub (`$HF_ENDPOINT`, default huggingface.co) gives no answer within `timeout` seconds, or None."
+    url = os.environ.get('HF_ENDPOINT') or 'https://huggingface.co'
+    why = [f'no answer from {urllib.parse.urlsplit(url).netloc} within {timeout:g} s']
+    probe = threading.Thread(target=lambda: why.__setitem__(0, _ask_hub(url, timeout)), daemon=True)
+    probe.start()
+    probe.join(timeout + 0.5)
+    return why[0]
+
+# %% ../nbs/01_tasks.ipynb #32df0a42
+def _offline() -> bool:
+    return any(os.environ.get(v, '').upper() in ('1', 'ON', 'YES', 'TRUE') for v in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'))
+
+
+def _no_hub(hub_id: str, why: str) -> DataUnavailable:
+    return DataUnavailable(
+        f"cannot reach the Hugging Face hub for dataset '{hub_id}' ({why}): pass a local file or directory "
+        "with path=... (task_path in a run config), or set SIPF_DATA to a directory laid out like shared/data"
+    )
+
+
+def hub_rows(hub_id: str, config: str | None, split: str) -> list[tuple[str, dict]]:
+    "`(where, row)` for a split of a Hugging Face hub dataset; `DataUnavailable` within seconds if out of reach."
+    if not _offline() and (why := hub_unreachable()):
+        raise _no_hub(hub_id, why)
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset(hub_id, config, split=split)
+    except ConnectionError as e:
+        raise _no_hub(hub_id, f'{type(e).__name__}: {e}') from None
+    return [(f"{hub_id}:{split}:{i}", dict(r)) for i, r in enumerate(ds)]
 
 # %% ../nbs/01_tasks.ipynb #74d74ce3
 def gsm8k_solution(answer: str) -> str:
@@ -318,7 +409,8 @@ def gsm8k_problem(row: dict, where: str, pid: str) -> Problem:
 
 @register_task('gsm8k')
 def load_gsm8k(path=None, split: str = 'test') -> MathTask:
-    "GSM8K (`split` 'train' or 'test') from the hub (`openai/gsm8k`, `main`) or a jsonl file / directory."
+    "GSM8K (`split` 'train' or 'test') from a jsonl file / directory, `$SIPF_DATA/gsm8k` or the hub (`openai/gsm8k`)."
+    path = local_data(path, 'gsm8k')
     rows = hub_rows('openai/gsm8k', 'main', split) if path is None else read_rows(resolve_file(path, f'{split}.jsonl'))
     return MathTask([gsm8k_problem(r, w, f'gsm8k/{split}/{i}') for i, (w, r) in enumerate(rows)], name='gsm8k')
 
@@ -357,7 +449,8 @@ def _mmlu_rows(path, split: str, subject: str) -> list:
 # %% ../nbs/01_tasks.ipynb #60ee407c
 @register_task('mmlu_math')
 def load_mmlu_math(path=None, split: str = 'test', subjects=MMLU_MATH_SUBJECTS) -> MathTask:
-    "MMLU_Math from the hub (`cais/mmlu`), one csv file, or a directory of `<subject>_<split>.csv` (also under `<path>/<split>/`)."
+    "MMLU_Math from one csv file, a directory of `<subject>_<split>.csv` (also under `<path>/<split>/`), or the hub."
+    path = local_data(path, 'mmlu')
     if path is not None and FilePath(path).is_file():
         subjects = (FilePath(path).stem.removesuffix(f'_{split}'),)
     problems = []
@@ -370,13 +463,20 @@ def load_mmlu_math(path=None, split: str = 'test', subjects=MMLU_MATH_SUBJECTS) 
 _FENCE = re.compile(r'```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)', re.S)
 
 
-def _longest_parsing_prefix(code: str) -> tuple[list[str], ast.Module] | None:
+def _body_head(code: str) -> str:
+    "`'def _body():'` + newline if `code` is a bare function body (its first line of code is indented), else ''."
+    first = next((l for l in code.split('\n') if l.strip() and not l.lstrip().startswith('#')), '')
+    return 'def _body():\n' if first[:1] in (' ', '\t') else ''
+
+
+def _longest_parsing_prefix(code: str, head: str = '') -> tuple[list[str], ast.Module] | None:
+    "The longest prefix of `code`'s lines that parses after `head`, and its tree (line numbers count `head`)."
     lines = code.split('\n')
     for k in range(len(lines), 0, -1):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
-                return lines[:k], ast.parse('\n'.join(lines[:k]))
+                return lines[:k], ast.parse(head + '\n'.join(lines[:k]))
         except SyntaxError:
             pass
     return None
@@ -396,10 +496,12 @@ def extract_code(text: str) -> str:
     m = _FENCE.search(text)
     code = (m.group(1) if m else text).replace('\r\n', '\n')
     code = cut_next_question(code).strip('\n')
-    if (parsed := _longest_parsing_prefix(code)) is None:
+    head = _body_head(code)
+    if (parsed := _longest_parsing_prefix(code, head)) is None:
         return code
     lines, tree = parsed
-    drop = {i for n in tree.body if _is_noise(n) for i in range(n.lineno - 1, n.end_lineno)}
+    skip = head.count('\n')
+    drop = {i - skip for n in tree.body if _is_noise(n) for i in range(n.lineno - 1, n.end_lineno)}
     return '\n'.join(l for i, l in enumerate(lines) if i not in drop).strip('\n')
 
 # %% ../nbs/01_tasks.ipynb #531ee555
@@ -491,6 +593,7 @@ def load_mbpp(path=None, split: str = 'test', orderings: int | None = None, time
     k = orderings or (6 if split == 'train' else 1)
     if not 1 <= k <= 6:
         raise ValueError(f"MBPP orderings must be 1..6, got {k}")
+    path = local_data(path, 'mbpp')
     rows = (
         hub_rows('google-research-datasets/mbpp', 'full', split)
         if path is None
@@ -569,9 +672,10 @@ class HumanEvalTask(CodeTask):
 
 @register_task('humaneval')
 def load_humaneval(path=None, split: str = 'test', timeout: float = 20.0) -> HumanEvalTask:
-    "HumanEval from the hub (`openai/openai_humaneval`) or `HumanEval.jsonl(.gz)`; it has only a `test` split."
+    "HumanEval from `HumanEval.jsonl(.gz)` (a file or directory), `$SIPF_DATA/humaneval` or the hub; only a `test` split."
     if split != 'test':
         raise ValueError(f"HumanEval has only a 'test' split, not '{split}'")
+    path = local_data(path, 'humaneval')
     rows = (
         hub_rows('openai/openai_humaneval', None, 'test')
         if path is None

@@ -22,6 +22,9 @@ nbdev_clean && [ "$(git status --porcelain -- nbs)" = "$(echo "$tracked_before" 
 jupyter nbconvert --to markdown --stdout nbs/index.ipynb 2>/dev/null | cmp -s - README.md \
   && ok "README.md in sync with nbs/index.ipynb" || bad "README.md out of sync (jupyter nbconvert --to markdown --stdout nbs/index.ipynb > README.md)"
 
+ruff check --quiet nbs sipf bench tests setup.py && ok "ruff check" || bad "ruff check (run: ruff check nbs sipf bench tests setup.py)"
+ruff format --check --quiet nbs bench tests setup.py && ok "ruff format" || bad "ruff format (run: ruff format nbs bench tests setup.py)"
+
 nbs=$(cd nbs && ls [0-9]*.ipynb tests_*.ipynb index.ipynb 2>/dev/null | sort -u)
 n_nbs=$(echo "$nbs" | wc -w)
 out=$(nbdev_test --n_workers "${SIPF_TEST_WORKERS:-2}" 2>&1); rc=$?; echo "$out" | tail -40

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 from trl.experimental.orpo import ORPOTrainer
 
+from sipf.config import LoraOptions
 from sipf.align import (
     AlignConfig,
     CompletionORPOTrainer,
@@ -112,7 +113,7 @@ def test_configs():
     with pytest.raises(KeyError, match="unknown AlignConfig key 'nll'"):
         parse_sets(['nll=1'])
     p = align_preset('paper')
-    assert (p.lr, p.warmup_ratio, p.max_grad_norm, p.beta, p.lora_r, p.lora_alpha, p.lora_dropout, p.qlora) == (
+    assert (p.lr, p.warmup_ratio, p.max_grad_norm, p.beta, p.lora.r, p.lora.alpha, p.lora.dropout, p.adapter == 'qlora') == (
         5e-5,
         0.1,
         0.3,
@@ -139,7 +140,7 @@ def test_zero_pairs_skips_stage(model_dir, tmp_path, caplog):
 CASES = {
     'orpo': {},
     'dpo': dict(max_steps=4, trace_steps=2, trace_pairs=4),
-    'rpo': dict(lora=True, lora_r=4, lora_alpha=8),
+    'rpo': dict(adapter='lora', lora=LoraOptions(r=4, alpha=8)),
     'sft': {},
 }
 

