@@ -7,7 +7,11 @@ import setuptools
 cfg = ConfigParser(delimiters=['='])
 cfg.read(Path(__file__).parent / 'settings.ini', encoding='utf-8')
 cfg = cfg['DEFAULT']
-split = lambda key: cfg.get(key, '').split()
+
+
+def split(key):
+    return cfg.get(key, "").split()
+
 
 setuptools.setup(
     name=cfg['lib_name'],

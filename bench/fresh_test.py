@@ -27,10 +27,11 @@ from sipf.tasks import load_task
 def models_of(runs_dir: FilePath):
     "(seed, row name, method, iteration, model dir) of every model in a demo's runs dir; M0 once per seed."
     seen = set()
-    rank = lambda run: (
-        list(DEMO_METHODS).index(m) if (m := run.name.split('-', 1)[1]) in DEMO_METHODS else len(DEMO_METHODS),
-        run.name,
-    )
+
+    def rank(run):
+        m = run.name.split('-', 1)[1]
+        return list(DEMO_METHODS).index(m) if m in DEMO_METHODS else len(DEMO_METHODS), run.name
+
     for run in sorted(runs_dir.glob('seed*-*'), key=rank):  # the demo's row order: M0, SIPF, SIOF, RFT, gold
         seed, method = run.name.split('-', 1)
         c = load_config(str(run / 'config.yaml'))

@@ -12,6 +12,7 @@ Also reports the training labels' own agreement with the truth (the ceiling the 
 
     python bench/prm.py                                  # from scratch, policy-size PRM, 2 seeds
     python bench/prm.py --init m0                        # PRM initialised from the toy M0 (trains/caches it first)
+    python bench/prm.py --legacy                         # sipf's earlier PRM inputs (answer line in, last token, ...)
 """
 
 import argparse
@@ -23,8 +24,8 @@ import time
 import torch
 
 from sipf.arith import load_arith
+from sipf.config import PRMConfig
 from sipf.prm import (
-    PRMConfig,
     evaluate_prm,
     outcome_labels,
     prm_examples,
@@ -48,6 +49,12 @@ def mc_labels(task, paths, args, seed):
     return label_paths(task, TransformersBackend(model, tok), paths, SimulateConfig(seed=seed), out)
 
 
+def inputs(args) -> dict:
+    "PRMConfig fields of the PRM's inputs: the official code's (default) or sipf's earlier ones (--legacy)."
+    legacy = dict(answer_step='include', label_token='last', prompt_format='task', gold_paths=False)
+    return legacy if args.legacy else {}
+
+
 def run(args, seed):
     from sipf.models import toy_config, toy_tokenizer, toy_m0
 
@@ -68,8 +75,10 @@ def run(args, seed):
     }
     for name, lab in labels.items():
         t0 = time.time()
-        cfg = PRMConfig(epochs=args.epochs, lr=args.lr, batch_size=32, seed=seed, logging_steps=50)
-        prm = train_prm(init, tok, prm_examples(train, tr, lab), cfg, tempfile.mkdtemp())
+        cfg = PRMConfig(
+            epochs=args.epochs, lr=args.lr, batch_size=32, seed=seed, logging_steps=50, progress=False, **inputs(args)
+        )
+        prm = train_prm(init, tok, prm_examples(train, tr, lab, cfg), cfg, tempfile.mkdtemp())
         res[name] = {
             'cumulative': evaluate_prm(prm, tok, test, te),
             'per_step': evaluate_prm(prm, tok, test, te, cumulative=False),
@@ -94,11 +103,17 @@ def main(argv=None):
     ap.add_argument('--lr', type=float, default=2e-3)
     ap.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
     ap.add_argument('--threads', type=int, default=1)
+    ap.add_argument(
+        '--legacy', action='store_true', help="sipf's earlier PRM inputs: answer line labelled, last-token labels, ..."
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     runs = [run(args, s) for s in args.seeds]
-    mean = lambda k, m, key='cumulative': sum(r[k][key][m] for r in runs) / len(runs)
+
+    def mean(k, m, key='cumulative'):
+        return sum(r[k][key][m] for r in runs) / len(runs)
+
     summary = {k: {m: round(mean(k, m), 4) for m in ('accuracy', 'f1', 'f1_wrong', 'majority')} for k in ('prm', 'orm')}
     print(json.dumps({'args': vars(args), 'summary_cumulative_truth': summary, 'runs': runs}))
 

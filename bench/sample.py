@@ -1,7 +1,7 @@
 """sample_paths throughput vs a bare batched `model.generate` loop, same prompts, same model, same settings, in one run.
 
     python bench/sample.py                        # toy policy (random weights), 64 arith questions x 8 samples
-    python bench/sample.py --m0 quick             # the toy M0 of recipe 'quick' (sipf.models.toy_m0; trained once, cached)
+    python bench/sample.py --m0 quick             # the toy M0 of recipe 'quick' (sipf.models.toy_m0, trained once)
     python bench/sample.py --model runs/x/iter_0/model --questions 128
 
 Both sides generate `n` samples of every question at the same temperature, max_new_tokens, stop strings and batch size
@@ -10,7 +10,7 @@ Both sides generate `n` samples of every question at the same temperature, max_n
 stop strings, judges, dedups and appends jsonl. Quotas are set so they never bind (one round per question), so both do
 the same generation work. The two are run alternately `--reps` times; the ratio of medians is reported.
 Throughput = generated tokens per second (samples differ between the two, so tokens are the fair unit); paths/s too.
-Seconds are measured twice: as this process's CPU time (`time.process_time`, the headline `throughput_ratio_vs_generate`:
+Seconds are measured twice: as this process's CPU time (`time.process_time`, headline `throughput_ratio_vs_generate`:
 on a shared box wall time mostly measures the other processes) and as wall time (`wall_throughput_ratio_vs_generate`).
 Run with --threads 1 so CPU time is compute time. Last line: one JSON object.
 """
@@ -100,6 +100,8 @@ def main(argv=None):
         max_rounds=1,
         time_budget=0,
         dedup='text',
+        top_k=0,  # the bare loop samples the whole vocabulary too
+        quota_mode='fixed',  # caps that never bind: one round, every sample kept
         questions_per_round=max(1, a.batch_size // a.n) * 4,
         seed=0,
     )
@@ -125,8 +127,13 @@ def main(argv=None):
                 f"wall {t[3]:.2f}s ({t[0] / t[3]:.0f} tok/s)",
                 file=sys.stderr,
             )
-    rate = lambda name, i, j: statistics.median(r[i] / r[j] for r in runs[name])
-    ratio = lambda i, j: round(rate('sample_paths', i, j) / rate('generate', i, j), 3)
+
+    def rate(name, i, j):
+        return statistics.median(r[i] / r[j] for r in runs[name])
+
+    def ratio(i, j):
+        return round(rate('sample_paths', i, j) / rate('generate', i, j), 3)
+
     print(
         json.dumps(
             dict(

@@ -44,23 +44,14 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--n', type=int)
-    ap.add_argument('--workers', type=int, default=2)
-    args = ap.parse_args()
-    programs = humaneval_programs(args.n)
-    n = len(programs)
-    plain, t_plain = timed(lambda: plain_loop(programs))
-    print(
-        f'plain loop (python -c per program, sequential): {n / t_plain:7.1f} checks/s  ({sum(plain)}/{n} passed, {t_plain:.2f}s)'
-    )
-    rows = {}
+def sandbox_rows(programs, workers: int) -> dict:
+    "Checks/second of the sandbox: cold, warm, one worker, rlimits only; and one worker's start-up."
+    n, rows = len(programs), {}
     for name, kw in [
-        ('sandbox', dict(n_workers=args.workers)),
-        ('sandbox_warm', dict(n_workers=args.workers)),
+        ('sandbox', dict(n_workers=workers)),
+        ('sandbox_warm', dict(n_workers=workers)),
         ('sandbox_1_worker', dict(n_workers=1)),
-        ('rlimits_only', dict(n_workers=args.workers, isolation='rlimits')),
+        ('rlimits_only', dict(n_workers=workers, isolation='rlimits')),
     ]:
         if name != 'sandbox_warm':
             close_workers()  # cold: worker start-up included; warm: workers kept from the last call
@@ -79,8 +70,25 @@ def main():
         _, t = timed(lambda: _Worker(iso).start().close())
         rows[f'worker_start_{iso}_s'] = t
         print(
-            f'start-up of one {iso} worker: {t * 1000:.0f} ms (paid once per worker; workers are then kept between calls)'
+            f'start-up of one {iso} worker: {t * 1000:.0f} ms '
+            '(paid once per worker; workers are then kept between calls)'
         )
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--n', type=int)
+    ap.add_argument('--workers', type=int, default=2)
+    args = ap.parse_args()
+    programs = humaneval_programs(args.n)
+    n = len(programs)
+    plain, t_plain = timed(lambda: plain_loop(programs))
+    print(
+        f'plain loop (python -c per program, sequential): {n / t_plain:7.1f} checks/s  '
+        f'({sum(plain)}/{n} passed, {t_plain:.2f}s)'
+    )
+    rows = sandbox_rows(programs, args.workers)
     out = dict(
         n_programs=n,
         workers=args.workers,

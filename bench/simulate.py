@@ -64,9 +64,9 @@ def load_simulator(which: str, args):
 def sample_toy_paths(task, backend, args) -> list[Path]:
     "`--n-paths` distinct sampled paths of the first `--n-problems` arith problems of `--split` (cached in --out)."
     name = args.model_dir and FilePath(args.model_dir).name or args.recipe
-    cache = (
-        FilePath(args.out)
-        / f'paths_{name}_{args.split}{args.n_problems}x{args.samples_per_problem}_{args.n_paths}_pos{args.pos_fraction}_{args.seed}.jsonl'
+    cache = FilePath(args.out) / (
+        f'paths_{name}_{args.split}{args.n_problems}x{args.samples_per_problem}_{args.n_paths}'
+        f'_pos{args.pos_fraction}_{args.seed}.jsonl'
     )
     known = {p.id for p in task.problems}
     cached = read_jsonl(cache, Path)  # [] when missing; stale (problems changed) -> sample again
@@ -202,7 +202,12 @@ def main(argv=None):
     )
 
     res, times = {}, {}
-    variants = {'exhaustive': {}, 'early_stop': {}, 'binary': {}, 'binary_search_all': dict(trust_outcome=False)}
+    variants = {  # binary's labels past the first error as 0s (not masked), so they compare step for step
+        'exhaustive': {},
+        'early_stop': {},
+        'binary': dict(after_error='zero'),
+        'binary_search_all': dict(trust_outcome=False, after_error='zero'),
+    }
     for s, extra in variants.items():
         cfg = SimulateConfig(strategy=s.split('_search')[0], **base, **extra)
         res[s], times[s] = timed_labels(task, backend, paths, cfg)
@@ -212,7 +217,8 @@ def main(argv=None):
     n_naive, n_exh = rollouts(naive), rollouts(res['exhaustive'])
     t_naive_full = t_naive / n_naive * n_exh
     log.info(
-        f'naive: {t_naive:.1f}s for {n_naive} rollouts of {len(sub)} paths -> {t_naive_full:.0f}s extrapolated to {n_exh}'
+        f'naive: {t_naive:.1f}s for {n_naive} rollouts of {len(sub)} paths '
+        f'-> {t_naive_full:.0f}s extrapolated to {n_exh}'
     )
 
     lab = {s: [l.labels for l in r] for s, r in res.items()}

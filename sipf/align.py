@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, asdict
+from dataclasses import asdict
 from pathlib import Path as FilePath
 from typing import Iterable
 
@@ -21,7 +21,7 @@ from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 from .core import Pair, check_keys, read_jsonl, seed_everything, write_json
-from .config import OBJECTIVES, AlignConfig, LoraOptions
+from .config import OBJECTIVES, AlignConfig, LoraOptions  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def _skip(config: AlignConfig):
 
 
 def align(model_path, data, config: AlignConfig | None = None, output_dir='align') -> FilePath | None:
-    "Train `model_path` on `data` (pairs, or SFT rows) with `config.objective`; the saved model's dir, or None if no data."
+    "Train `model_path` on `data` (pairs or SFT rows) with `config.objective`; the saved model's dir (None: no data)."
     config, data, out = config or AlignConfig(), list(data), FilePath(output_dir)
     if not data:
         return _skip(config)
@@ -187,7 +187,7 @@ def align(model_path, data, config: AlignConfig | None = None, output_dir='align
 
 # %% ../nbs/08_align.ipynb #42f7fac6
 def logp_traces(metrics_path, source: str = 'auto') -> dict[str, list[float]]:
-    "Logged chosen / rejected log-probs of one run in step order: of the fixed trace set ('eval'), the training batches ('train'), or 'auto'."
+    "Logged chosen / rejected log-probs of one run in step order: the trace set ('eval'), batches ('train'), 'auto'."
     rows = read_jsonl(metrics_path)
     if source == 'auto':
         source = 'eval' if any('eval_logps/chosen' in r for r in rows) else 'train'

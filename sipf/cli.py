@@ -70,7 +70,13 @@ def cmd_eval(args) -> str:
     from sipf.evaluate import evaluate_model
     from sipf.pipeline import check_model
 
-    check_model(args.model)  # a missing model is one line, before any test set is loaded
+    from sipf.tasks import task_names
+    from sipf.core import closest
+
+    for t in args.tasks or ['arith']:  # names first (no data read), then the model, then the data
+        if t not in task_names():
+            raise ValueError(f"unknown task '{t}'{closest(t, task_names())}; known: {', '.join(task_names())}")
+    check_model(args.model)
     if args.data:
         if not FilePath(args.data).is_dir():
             raise FileNotFoundError(f"--data {args.data}: no such directory")

@@ -4,18 +4,17 @@
 
 # %% auto #0
 __all__ = ['DEDUP_MODES', 'QUOTA_MODES', 'ROLLOUT_STRATEGIES', 'LABEL_STRATEGIES', 'CHAT_MODES', 'AFTER_ERROR', 'PAIR_STRATEGIES',
-           'OBJECTIVES', 'METHOD_TABLE', 'PRESETS', 'SECTIONS', 'CONFIG_DIR', 'KINDS', 'SHARED', 'POLICY_SECTIONS',
-           'CHOICES', 'LoraOptions', 'QuantOptions', 'TrainConfig', 'SFTTrainConfig', 'M0Config', 'SampleConfig',
-           'SimulateConfig', 'PRMConfig', 'PairConfig', 'AlignConfig', 'EvalConfig', 'VLLMOptions', 'Method',
-           'parse_methods', 'RunConfig', 'bundled_configs', 'config_file', 'read_config_file', 'apply_override',
-           'config_error', 'check_config', 'resolve', 'load_config', 'config_yaml']
+           'OBJECTIVES', 'INITS', 'METHOD_TABLE', 'PRESETS', 'SECTIONS', 'CONFIG_DIR', 'KINDS', 'SHARED',
+           'POLICY_SECTIONS', 'CHOICES', 'LoraOptions', 'QuantOptions', 'TrainConfig', 'SFTTrainConfig', 'M0Config',
+           'SampleConfig', 'SimulateConfig', 'PRMConfig', 'PairConfig', 'AlignConfig', 'EvalConfig', 'VLLMOptions',
+           'Method', 'parse_methods', 'RunConfig', 'bundled_configs', 'config_file', 'read_config_file',
+           'apply_override', 'config_error', 'check_config', 'resolve', 'load_config', 'config_yaml']
 
 # %% ../nbs/00a_config.ipynb #2a084bc4
 import copy
 import dataclasses
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field, asdict  # noqa: F401 (asdict: for the lessons)
 from pathlib import Path as FilePath
-from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 from .core import closest
@@ -152,8 +151,12 @@ class SimulateConfig:
     max_new_tokens: int = 128  # cap on each rollout's length
     top_k: int = 50  # rollouts sample among the k likeliest tokens (official: transformers' default 50); 0 = all
     top_p: float = 1.0  # nucleus sampling mass of rollouts (official: 1.0, i.e. off)
-    chat: str = 'auto'  # simulator prompt as a chat turn (official \\boxed{} prompt): 'auto' (if it has a template), 'always', 'never'
-    after_error: str = 'auto'  # steps after the first 0: 'keep', 'zero', 'mask' (None: no signal); 'auto': binary 'mask', else 'keep'
+    chat: str = (
+        'auto'  # chat turn for the simulator (official \\boxed{} prompt): 'auto' (has a template), 'always', 'never'
+    )
+    after_error: str = (
+        'auto'  # steps after the first 0: 'keep', 'zero', 'mask' (None: no signal); 'auto': binary 'mask', else 'keep'
+    )
     chunk_size: int = 1  # rollouts per prefix per round; early_stop/binary decide between rounds (1: most saving)
     batch_paths: int = 64  # paths in flight at once; all their pending rollouts share generate calls
     outcome_last: bool = True  # label a final answer step by the path's outcome, without rollouts
@@ -188,14 +191,18 @@ class PRMConfig(TrainConfig):
     answer_step: str = 'exclude'  # final answer line: 'exclude' from training and scoring (official) or 'include'
     gold_paths: bool = True  # add each question's gold solution as an all-correct path (official)
     label_token: str = 'separator'  # a step's label sits on an EOS appended to it (official) or on its 'last' token
-    prompt_format: str = 'official'  # math: question + '\\nPlease reason step by step.\\n' (official); 'task': its prompt
+    prompt_format: str = (
+        'official'  # math: question + '\\nPlease reason step by step.\\n' (official); 'task': its prompt
+    )
     longest_first: bool = True  # the first batch holds the longest rows: an out-of-memory error comes at step 1
 
     def __post_init__(self):
         choices = dict(answer_step=('exclude', 'include'), label_token=('separator', 'last'))
         for key, valid in {**choices, 'prompt_format': ('official', 'task')}.items():
             if getattr(self, key) not in valid:
-                raise ValueError(f"config key 'prm.{key}' must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
+                raise ValueError(
+                    f"config key 'prm.{key}' must be one of {', '.join(valid)}, got {getattr(self, key)!r}"
+                )
 
 
 PAIR_STRATEGIES = ('all', 'maxmin')
@@ -222,6 +229,7 @@ class PairConfig:
 
 # %% ../nbs/00a_config.ipynb #76cc9996
 OBJECTIVES = ('orpo', 'dpo', 'rpo', 'sft')
+INITS = ('base', 'm0', 'previous')  # where an alignment stage starts
 
 
 @dataclass
@@ -235,12 +243,18 @@ class AlignConfig(TrainConfig):
     max_epochs: float = 0.0  # with max_steps: at most this many passes over the data (0: no cap)
     trace_steps: int = 0  # every this many steps, and at the start, log-probs of a fixed set of pairs (0: off)
     trace_pairs: int = 64  # size of that fixed set (the first pairs)
+    init: str = (
+        'base'  # each iteration starts from: 'base' (the model before M0, a fresh adapter; official), 'm0', 'previous'
+    )
+    accumulate: bool = True  # train on the rows of iterations 1..k, not only k's (official: the data accumulates)
     max_grad_norm: float = 0.3
     logging_steps: int = 5
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective '{self.objective}'; use one of {OBJECTIVES}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown align.init '{self.init}'; use one of {', '.join(INITS)}")
 
 # %% ../nbs/00a_config.ipynb #508db210
 @dataclass
@@ -265,22 +279,22 @@ class VLLMOptions:
 
 # %% ../nbs/00a_config.ipynb #b71b15e9
 METHOD_TABLE = """
-name      paper     sampling     feedback  objective  iterations  restart  m0    prompt    about
-cot       CoT       none         none      none       0           no       base  cot       base model, few-shot CoT prompt, no training
-sft       SFT       none         gold      nll        0           no       sft   instruct  M0: SFT on the gold solutions
-gold      SFT-gold  none         gold      nll        3           no       sft   instruct  control: SIPF's budget spent on the gold data again
-rft       RFT       temperature  outcome   nll        1           no       sft   instruct  RFT: NLL on distinct correct samples
-prft      pRFT      temperature  process   nll        1           no       sft   instruct  pRFT: NLL on correct samples the PRM rates high
-star      STaR      greedy       outcome   nll        3           yes      sft   instruct  STaR: greedy, NLL on correct, restart from base
-srf       SRF       temperature  outcome   dpo        1           no       sft   instruct  self-refine with DPO on outcome pairs
-psrf      pSRF      temperature  process   dpo        1           no       sft   instruct  self-refine with DPO on process pairs
-rpo       RPO       temperature  outcome   rpo        1           no       sft   instruct  RPO: NLL + DPO on outcome pairs
-siof      SIOF      temperature  outcome   orpo       3           no       sft   instruct  SIOF: self-iterative outcome feedback (ORPO)
-sipf      SIPF      temperature  process   orpo       3           no       sft   instruct  SIPF: self-iterative process feedback (ORPO)
-sipf-1    SIPF      temperature  process   orpo       1           no       sft   instruct  Table 4: SIPF, one iteration (the reference)
-no-pf     w/o-PF    temperature  outcome   orpo       1           no       sft   instruct  Table 4: w/o PF
-no-or     w/o-OR    temperature  process   nll        1           no       sft   instruct  Table 4: w/o OR
-no-pfor   w/o-PFOR  temperature  outcome   nll        1           no       sft   instruct  Table 4: w/o PFOR
+name     paper     sampling     feedback  objective  iterations  restart  m0    prompt    about
+cot      CoT       none         none      none       0           no       base  cot       base model, few-shot CoT
+sft      SFT       none         gold      nll        0           no       sft   instruct  M0: SFT on the gold solutions
+gold     SFT-gold  none         gold      nll        3           no       sft   instruct  SIPF's budget on gold data
+rft      RFT       temperature  outcome   nll        1           no       sft   instruct  NLL on distinct correct paths
+prft     pRFT      temperature  process   nll        1           no       sft   instruct  NLL on correct, PRM-rated high
+star     STaR      greedy       outcome   nll        3           yes      sft   instruct  greedy, NLL on correct, reset
+srf      SRF       temperature  outcome   dpo        1           no       sft   instruct  DPO on outcome pairs
+psrf     pSRF      temperature  process   dpo        1           no       sft   instruct  DPO on process pairs
+rpo      RPO       temperature  outcome   rpo        1           no       sft   instruct  NLL + DPO on outcome pairs
+siof     SIOF      temperature  outcome   orpo       3           no       sft   instruct  iterative outcome feedback
+sipf     SIPF      temperature  process   orpo       3           no       sft   instruct  iterative process feedback
+sipf-1   SIPF      temperature  process   orpo       1           no       sft   instruct  Table 4: SIPF, one iteration
+no-pf    w/o-PF    temperature  outcome   orpo       1           no       sft   instruct  Table 4: w/o PF
+no-or    w/o-OR    temperature  process   nll        1           no       sft   instruct  Table 4: w/o OR
+no-pfor  w/o-PFOR  temperature  outcome   nll        1           no       sft   instruct  Table 4: w/o PFOR
 """
 
 

@@ -19,7 +19,7 @@ from typing import Iterable
 # %% auto #0
 __all__ = ['Problem', 'text_id', 'Path', 'StepLabels', 'Pair', 'closest', 'check_keys', 'from_dict', 'coerce_numbers',
            'canonical', 'read_jsonl', 'append_jsonl', 'atomic_write', 'write_jsonl', 'write_json', 'seed_everything',
-           'data_dir']
+           'progress_off', 'data_dir']
 
 # %% ../nbs/00_core.ipynb #b3d171cb
 @dataclass
@@ -65,16 +65,16 @@ class StepLabels:
     problem_id: str  # its problem
     hits: list[int]  # rollouts from step t's prefix that reached a correct answer
     n: list[int]  # rollouts spent on step t
-    labels: list[int]  # hard labels: 1 if hits > delta else 0
+    labels: list[int | None]  # hard labels: 1 if hits > delta else 0; None = no label (masked, no training signal)
     strategy: str = 'exhaustive'  # how the rollouts were spent
     delta: int = 0  # threshold used for the hard labels
     tokens: int = 0  # generated tokens spent on this path
     meta: dict = field(default_factory=dict)
 
     @property
-    def soft(self) -> list[float]:
-        "Soft labels: fraction of rollouts that hit."
-        return [h / k if k else 0.0 for h, k in zip(self.hits, self.n)]
+    def soft(self) -> list[float | None]:
+        "Soft labels: fraction of rollouts that hit; None for a step no rollout probed (no estimate, no label)."
+        return [h / k if k else None for h, k in zip(self.hits, self.n)]
 
 # %% ../nbs/00_core.ipynb #767a8515
 @dataclass
@@ -120,7 +120,7 @@ def from_dict(cls, d: dict):
 
 
 def coerce_numbers(cls, d: dict, where: str = '') -> dict:
-    "`d` (values for dataclass `cls`) with numbers where `cls` wants them: ints in float fields as floats, numeric strings parsed."
+    "`d` (values for dataclass `cls`) with numbers where `cls` wants them: ints as floats, strings parsed."
     kinds = {
         f.name: {t.strip() for t in getattr(f.type, '__name__', str(f.type)).split('|')}
         for f in dataclasses.fields(cls)
@@ -243,6 +243,11 @@ def seed_everything(seed: int):
     import torch
 
     torch.manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #972eba50
+def progress_off(progress: bool = True) -> bool:
+    "`disable=` of a sipf progress bar: off when the stage says so, or when `sipf -q` turned every bar off."
+    return not progress or os.environ.get('TQDM_DISABLE', '') not in ('', '0')
 
 # %% ../nbs/00_core.ipynb #f5392769
 def data_dir() -> FilePath:

@@ -5,7 +5,9 @@
 # %% ../nbs/09_evaluate.ipynb #74019c3e
 from __future__ import annotations
 import logging
+import math
 import time
+from collections import defaultdict
 from pathlib import Path as FilePath
 from tqdm.auto import tqdm
 from .core import Problem, write_json, write_jsonl
@@ -13,7 +15,8 @@ from .core import Problem, write_json, write_jsonl
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'greedy_completions', 'report', 'predictions', 'evaluate', 'evaluate_tasks', 'evaluate_model']
+__all__ = ['log', 'greedy_completions', 'source_id', 'pass_at_k', 'grouped_pass_at_k', 'report', 'predictions', 'evaluate',
+           'evaluate_tasks', 'evaluate_model']
 
 # %% ../nbs/09_evaluate.ipynb #ef43ae8a
 def greedy_completions(
@@ -35,11 +38,36 @@ def greedy_completions(
         out += [g[0] for g in gens]
     return out
 
+# %% ../nbs/09_evaluate.ipynb #28edbcba
+def source_id(problem: Problem) -> str:
+    "The id of the problem a prompt variant comes from: `mbpp/11#3` -> `mbpp/11`."
+    return problem.id.split('#', 1)[0]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    "Unbiased pass@k of one problem with `c` of `n` samples correct: 1 - C(n-c, k) / C(n, k)."
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+# %% ../nbs/09_evaluate.ipynb #72f3edad
+def grouped_pass_at_k(problems: list[Problem], correct: list[bool], ks=(1, 3, 6)) -> dict[str, float]:
+    "`{'pass@k': mean over source problems}` for each `k` of `ks` no larger than the smallest group."
+    groups = defaultdict(list)
+    for p, ok in zip(problems, correct, strict=True):
+        groups[source_id(p)].append(bool(ok))
+    smallest = min((len(g) for g in groups.values()), default=0)
+    return {
+        f'pass@{k}': sum(pass_at_k(len(g), sum(g), k) for g in groups.values()) / len(groups)
+        for k in ks
+        if k <= smallest
+    }
+
 # %% ../nbs/09_evaluate.ipynb #9f28d781
 def report(task, problems: list[Problem], gens: list, correct: list[bool]) -> dict:
-    "Summary metrics of one task's greedy completions."
+    "Summary metrics of one task's greedy completions; pass@1/3/6 over formats when a problem has several."
     n = len(problems)
-    return dict(
+    rep = dict(
         task=task.name,
         metric='pass@1' if task.kind == 'code' else 'accuracy',
         score=sum(correct) / n if n else 0.0,
@@ -48,6 +76,11 @@ def report(task, problems: list[Problem], gens: list, correct: list[bool]) -> di
         mean_tokens=sum(g.n_tokens for g in gens) / n if n else 0.0,
         unfinished=sum(not g.finished for g in gens),
     )
+    n_sources = len({source_id(p) for p in problems})
+    if task.kind == 'code' and 0 < n_sources < n:
+        rep.update(grouped_pass_at_k(problems, correct), n_problems=n_sources)
+        rep['score'] = rep['pass@1']
+    return rep
 
 
 def predictions(problems: list[Problem], gens: list, correct: list[bool]) -> list[dict]:
@@ -108,17 +141,16 @@ def evaluate_model(
     max_new_tokens: int = 256,
     style: str = 'instruct',
     task_options: dict | None = None,
+    backend: str = 'transformers',
 ) -> dict:
     "`{task: report}` of the model at `model_path` on the test split of each of `tasks`."
-    from sipf.models import load_model
-    from sipf.sample import TransformersBackend
+    from sipf.sample import make_backend
     from sipf.tasks import load_task
 
     loaded = {
         t: load_task(t, split='test', **(task_options or {})) for t in tasks
     }  # bad task names fail before loading
-    model, tok = load_model(str(model_path))
-    backend = TransformersBackend(model.eval(), tok, batch_size=batch_size)
+    generator = make_backend(backend, str(model_path), batch_size=batch_size)
     return evaluate_tasks(
-        loaded, backend, out_path, n_problems, batch_size=batch_size, max_new_tokens=max_new_tokens, style=style
+        loaded, generator, out_path, n_problems, batch_size=batch_size, max_new_tokens=max_new_tokens, style=style
     )

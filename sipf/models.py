@@ -27,7 +27,7 @@ from transformers import (
     TrainerCallback,
 )
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from .core import canonical, closest, seed_everything, write_json
+from .core import canonical, progress_off, closest, seed_everything, write_json
 from .tasks import load_task
 from .config import LoraOptions, QuantOptions, SFTTrainConfig, TrainConfig
 
@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'SPECIAL_TOKENS', 'TOY_SIZES', 'M0_RECIPES', 'RECIPE_VERSION', 'toy_tokenizer', 'toy_config', 'toy_model',
-           'default_device', 'default_dtype', 'load_tokenizer', 'bnb_config', 'load_model', 'precision_flags',
-           'training_args', 'quiet_logs', 'train_sft', 'cut_at_stop', 'greedy_complete', 'greedy_accuracy',
-           'ToyM0Config', 'cache_root', 'recipe_key', 'toy_m0', 'toy_tasks']
+           'default_device', 'default_dtype', 'load_tokenizer', 'require_bnb', 'bnb_config', 'load_model',
+           'precision_flags', 'training_args', 'quiet_logs', 'train_sft', 'cut_at_stop', 'greedy_complete',
+           'greedy_accuracy', 'ToyM0Config', 'cache_root', 'recipe_key', 'toy_m0', 'toy_tasks']
 
 # %% ../nbs/03_models.ipynb #000aa9c4
 SPECIAL_TOKENS = ['<pad>', '<unk>', '<s>', '</s>']
@@ -141,14 +141,18 @@ def _peft():
     return peft
 
 
-def bnb_config(quant: QuantOptions, dtype, skip_modules=()):
-    "The one bitsandbytes 4-bit config of sipf, from `QuantOptions` (plus modules that must stay out of 4 bits)."
+def require_bnb():
+    "One line when 4-bit loading is asked for and bitsandbytes (a GPU extra) is missing."
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
         raise ImportError(
             "qlora=True needs bitsandbytes: pip install 'sipf[gpu]' (or pip install bitsandbytes)"
         ) from None
+
+
+def bnb_config(quant: QuantOptions, dtype, skip_modules=()):
+    "The one bitsandbytes 4-bit config of sipf, from `QuantOptions` (plus modules that must stay out of 4 bits)."
     from transformers import BitsAndBytesConfig
 
     compute = dtype if quant.compute_dtype == 'auto' else getattr(torch, quant.compute_dtype)
@@ -219,7 +223,7 @@ def load_model(
     device: str | None = None,
     auto_class=None,
 ):
-    "`(model, tokenizer)` for a hub id or local path: full weights, LoRA, 4-bit QLoRA (`adapter`) or unsloth's fast path."
+    "`(model, tokenizer)` of a hub id or local path: full weights, LoRA, 4-bit QLoRA (`adapter`) or unsloth."
     lora, qlora = _adapter_flags(adapter, lora, qlora)
     lora_opts = lora_opts or LoraOptions(r=lora_r)
     device = device or default_device()
@@ -227,6 +231,8 @@ def load_model(
     if unsloth:
         return _load_unsloth(name_or_path, qlora, lora_opts, dtype)
     tok = load_tokenizer(name_or_path)
+    if qlora:
+        require_bnb()
     bnb = bnb_config(quant or QuantOptions(), dtype) if qlora else None
     model = _from_pretrained(name_or_path, auto_class or AutoModelForCausalLM, dtype, bnb, trainable=lora)
     if bnb is None and device != 'cpu':
@@ -268,7 +274,7 @@ def _report_to(value: str) -> list[str] | str:
 
 # %% ../nbs/03_models.ipynb #b87df835
 def training_args(config: TrainConfig, output_dir, args_class=None, use_cpu: bool | None = None, **extra):
-    "The `transformers` / TRL arguments (`args_class`, default `TrainingArguments`) of any `TrainConfig`: the one builder."
+    "The `transformers` / TRL arguments (`args_class`: `TrainingArguments`) of any `TrainConfig`: the one builder."
     from transformers import TrainingArguments
 
     args_class = args_class or TrainingArguments
@@ -289,7 +295,7 @@ def training_args(config: TrainConfig, output_dir, args_class=None, use_cpu: boo
         save_strategy=config.save_strategy,
         save_steps=config.save_steps,
         report_to=_report_to(config.report_to),
-        disable_tqdm=not config.progress,
+        disable_tqdm=progress_off(config.progress),
         seed=config.seed,
         data_seed=config.seed,
         use_cpu=use_cpu,
@@ -331,7 +337,7 @@ class _QuietProgress(ProgressCallback):
 
 
 def quiet_logs(trainer):
-    "Stop a `transformers.Trainer` printing its log dicts to stdout (our `metrics.jsonl` keeps them); keep its progress bar."
+    "Stop a `transformers.Trainer` printing log dicts to stdout (`metrics.jsonl` keeps them); keep its progress bar."
     trainer.remove_callback(PrinterCallback)
     if any(isinstance(c, ProgressCallback) for c in trainer.callback_handler.callbacks):
         trainer.remove_callback(ProgressCallback)
@@ -539,7 +545,7 @@ def _recipe(config) -> ToyM0Config:
 
 
 def toy_m0(config: ToyM0Config | str = 'policy', cache_dir=None, n_test: int = 300) -> FilePath:
-    "Directory of the toy M0 trained by recipe `config` (a `ToyM0Config` or a name in `M0_RECIPES`); trained once, then cached."
+    "Directory of the toy M0 of recipe `config` (a `ToyM0Config` or a name in `M0_RECIPES`); trained once, cached."
     config = _recipe(config)
     root = cache_root(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -570,7 +576,7 @@ def toy_m0(config: ToyM0Config | str = 'policy', cache_dir=None, n_test: int = 3
 
 
 def toy_tasks(config: ToyM0Config | str = 'policy', n_test: int = 300):
-    "(train, test) arith tasks of a recipe: the fixed set its M0 was trained on (sample there, the paper's regime) and the test set."
+    "(train, test) arith tasks of a recipe: the fixed set its M0 was trained on (the paper's regime) and the test set."
     config = _recipe(config)
     return (
         load_task('arith', split='train', n=config.n_train, seed=config.task_seed, **config.knobs),

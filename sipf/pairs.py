@@ -6,10 +6,9 @@
 from __future__ import annotations
 import logging
 import random
-from dataclasses import dataclass
 from typing import Callable, Iterable
 from .core import Pair, Path
-from .config import PAIR_STRATEGIES as STRATEGIES, PairConfig
+from .config import PAIR_STRATEGIES as STRATEGIES, PairConfig  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def select_pairs(cands: list, problem_id: str, config: PairConfig) -> list:
 def build_pairs(
     task_or_prompt_fn, paths: Iterable[Path], config: PairConfig | None = None, feedback: str = 'process'
 ) -> list[Pair]:
-    "Preference pairs of every question of `paths` (paper Eq. 6 for process feedback; correct vs incorrect for outcome)."
+    "Preference pairs of every question of `paths` (Eq. 6 for process feedback; correct vs incorrect for outcome)."
     config, prompt_of = config or PairConfig(), prompt_fn(task_or_prompt_fn)
     by_q: dict[str, list[Path]] = {}
     for p in paths:

@@ -5,6 +5,8 @@
 # %% ../nbs/10_pipeline.ipynb #89b9cdab
 from __future__ import annotations
 import dataclasses
+import functools
+import json
 import logging
 import re
 import shutil
@@ -13,40 +15,18 @@ from dataclasses import asdict
 from pathlib import Path as FilePath
 from typing import Callable
 from .core import Path, Pair, read_jsonl, write_json, write_jsonl, seed_everything, atomic_write
-from sipf.config import (  # noqa: F401 (re-exported: the pipeline is where users look for them)
-    PRESETS,
-    METHOD_TABLE,
-    Method,
-    RunConfig,
-    SECTIONS,
-    apply_override,
-    bundled_configs,
-    check_config,
-    config_file,
-    config_yaml,
-    load_config,
-    resolve,
-)
-
+from .config import RunConfig, check_config, config_yaml, load_config, resolve
+from .config import PRESETS, METHOD_TABLE, Method, SECTIONS, apply_override, bundled_configs, config_file  # noqa: F401
 from .steps import Step, run_step, step_key  # noqa: F401
-from sipf.report import (
-    collect,
-    mean_sem,
-    paper_name,
-    plot_iterations,
-    results_table,
-    row_name,
-    seed_table,
-    summary,
-    _plot_rows,
-    _plot_logps,
-)  # noqa: F401
+from .report import collect, plot_iterations, results_table, row_name, seed_table, summary, _plot_rows, _plot_logps
+from .report import mean_sem, paper_name  # noqa: F401 (the pipeline re-exports what users look for here)
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'TOY_M0_FIELDS', 'STAGES_VERSION', 'DEMO_METHODS', 'gold_examples', 'nll_examples', 'Stages', 'training_rows',
-           'run_loop', 'sweep', 'check_model', 'check_run', 'write_results', 'run', 'compare', 'demo']
+__all__ = ['log', 'TOY_M0_FIELDS', 'BASE_MARKER', 'STAGES_VERSION', 'DEMO_METHODS', 'gold_examples', 'nll_examples',
+           'vllm_options', 'Stages', 'model_path', 'training_rows', 'run_loop', 'sweep', 'check_model', 'check_run',
+           'write_results', 'run', 'compare', 'demo']
 
 # %% ../nbs/10_pipeline.ipynb #9382a344
 def _prompt_of(task, style: str = 'instruct') -> Callable[[str], str]:
@@ -78,6 +58,13 @@ def _subset(paths: list, n: int | None, seed: int) -> list:
     keep = set(random.Random(seed).sample(range(len(paths)), n))
     return [p for i, p in enumerate(paths) if i in keep]
 
+# %% ../nbs/10_pipeline.ipynb #2ac1a033
+def vllm_options(o) -> dict:
+    "`make_backend('vllm', ...)` options of the run's `vllm` section."
+    opts = dict(tensor_parallel_size=o.tensor_parallel_size, gpu_memory_utilization=o.gpu_memory_utilization)
+    opts.update(enable_prefix_caching=o.enable_prefix_caching, lora='merge' if o.merge_adapters else 'serve')
+    return opts | ({'max_model_len': o.max_model_len} if o.max_model_len else {})
+
 # %% ../nbs/10_pipeline.ipynb #ce8217ae
 class Stages:
     "The real sipf stages, reading and writing the run's files."
@@ -104,17 +91,21 @@ class Stages:
     def load(self, model_dir):
         from sipf.models import load_model
 
-        key = str(model_dir)
+        key = model_path(model_dir)
         if key not in self._models:
             self._models.clear()  # one model in memory: the old one goes before the next loads
             self._models[key] = load_model(key)
         return self._models[key]
 
     def backend(self, model_dir, kind: str = 'transformers', batch_size: int = 64):
-        from sipf.sample import TransformersBackend
+        "The stage's generation backend (`sipf.sample.make_backend`): vLLM loads the model itself, once per stage."
+        from sipf.sample import make_backend
 
+        if kind == 'vllm':
+            self._models.clear()  # vLLM takes the GPU: nothing of ours stays resident beside it
+            return make_backend('vllm', model_path(model_dir), batch_size=batch_size, **vllm_options(self.c.vllm))
         model, tok = self.load(model_dir)
-        return TransformersBackend(model.eval(), tok, batch_size=batch_size)
+        return make_backend('transformers', model, tok, batch_size=batch_size, unsloth=self.c.unsloth or None)
 
 # %% ../nbs/10_pipeline.ipynb #bcfd6652
 TOY_M0_FIELDS = ('epochs', 'lr', 'batch_size', 'eval_every', 'n_eval')  # M0Config fields a ToyM0Config carries itself
@@ -156,15 +147,38 @@ def _m0(self, out, train: bool = True):
 
 Stages.m0 = _m0
 
+# %% ../nbs/10_pipeline.ipynb #48d53dc5
+BASE_MARKER = 'base.json'  # a `base` step of a hub/local model: the model's name, not a copy of its weights
+
+
+def model_path(model_dir) -> str:
+    "What to load for a step's model directory: the named base model for a `base` marker, else the directory."
+    marker = FilePath(model_dir) / BASE_MARKER
+    return json.loads(marker.read_text())['model'] if marker.exists() else str(model_dir)
+
+
+def _base(self, out):
+    "The model before M0's SFT (align.init = 'base'): the toy world's seeded initial model, or a marker naming `model`."
+    if self.c.model == 'toy':
+        return self.m0(out, train=False)
+    out.mkdir(parents=True)
+    write_json(out / BASE_MARKER, {'model': self.c.model})
+
+
+Stages.base = _base
+
 # %% ../nbs/10_pipeline.ipynb #4fa78212
-def _sample(self, out, model_dir, k: int = 1):
+def _sample(self, out, model_dir, k: int = 1, previous=()):
+    "Iteration k's paths; `previous` (earlier iterations' samples) sets the official quotas and the dedup."
     from sipf.sample import sample_paths
 
     cfg = self.c.sample
     if self.c.preset.sampling == 'greedy':  # the row's decision (STaR), recorded in the stage key
         cfg = dataclasses.replace(cfg, n=1, temperature=0.0)
     problems = _subset(self.problems(), self.c.n_sample, 1000 * self.c.seed + k)
-    sample_paths(self.task(), self.backend(model_dir, cfg.backend), problems, cfg, out, iteration=k)
+    before = [p for f in previous for p in read_jsonl(f, Path)]
+    backend = self.backend(model_dir, cfg.backend)
+    sample_paths(self.task(), backend, problems, cfg, out, iteration=k, previous=before or None)
 
 
 def _simulate(self, out, samples, model_dir):
@@ -184,7 +198,7 @@ def _train_prm(self, out, labels, samples, m0_dir):
     from sipf.models import load_tokenizer
 
     base, cfg = self.c.verifier or m0_dir, self.c.prm
-    examples = prm_examples(self.task(), read_jsonl(samples, Path), read_jsonl(labels, StepLabels), cfg.prompt_style)
+    examples = prm_examples(self.task(), read_jsonl(samples, Path), read_jsonl(labels, StepLabels), cfg)
     if not examples:  # nothing was sampled this iteration: no verifier to train, nothing for it to score
         log.warning("%s: no labelled paths this iteration: no PRM trained", self.c.method)
         out.mkdir(parents=True)
@@ -200,7 +214,7 @@ def _score(self, out, prm_dir, samples):
     if (FilePath(prm_dir) / 'EMPTY').exists():
         return write_jsonl(out, paths)  # no PRM because no labelled paths: `paths` is empty too
     tok = load_tokenizer(str(prm_dir))
-    write_jsonl(out, score_paths(load_prm(prm_dir), tok, self.task(), paths, prompt_style=self.c.prm.prompt_style))
+    write_jsonl(out, score_paths(load_prm(prm_dir), tok, self.task(), paths))
 
 
 Stages.train_prm, Stages.score = _train_prm, _score
@@ -235,13 +249,21 @@ def training_rows(path) -> list:
     return [Pair(**r) if 'chosen' in r else r for r in rows]
 
 
-def _align(self, out, model_dir, pairs):
+def _accumulated(files) -> list:
+    "The training rows of every iteration so far (`align.accumulate`), each distinct row once, oldest first."
+    rows = {
+        json.dumps(r if isinstance(r, dict) else asdict(r), sort_keys=True): r for f in files for r in training_rows(f)
+    }
+    return list(rows.values())
+
+
+def _align(self, out, model_dir, *pairs):
     from sipf.align import align
 
-    rows = training_rows(pairs)
+    rows = _accumulated(pairs)
     if not rows:
-        return shutil.copytree(model_dir, out)  # nothing to learn from: M_k = M_{k-1}
-    align(str(model_dir), rows, self.c.align, str(out))
+        return shutil.copytree(model_dir, out)  # nothing to learn from: M_k = where it would have started
+    align(model_path(model_dir), rows, self.c.align, str(out))
 
 
 Stages._rows, Stages.pairs, Stages.align = _rows, _pairs, _align
@@ -287,6 +309,8 @@ def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
     m, common = c.preset, _common(c)
     if stage == 'm0':
         return _m0_settings(c)
+    if stage == 'base':
+        return dict(model=c.model, toy_size=c.toy_size, seed=c.seed, v=STAGES_VERSION)
     return {
         'sample': lambda: dict(common, sample=asdict(c.sample), sampling=m.sampling, n_sample=c.n_sample, k=k),
         'simulate': lambda: dict(common, simulate=asdict(c.simulate), simulator=c.simulator, n_simulate=c.n_simulate),
@@ -300,6 +324,18 @@ def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
     }[stage]()
 
 # %% ../nbs/10_pipeline.ipynb #f3b9f855
+def _sample_k(stages, k: int, out, model_dir, *previous):
+    "Iteration k's sampling step: its inputs are the policy and every earlier iteration's samples."
+    return stages.sample(out, model_dir, k, previous)
+
+
+def _start_of(c: RunConfig, m0, previous, base):
+    "Where iteration k's alignment starts (`align.init`; STaR's restart rows restart from M0)."
+    if c.align.init == 'base':
+        return base
+    return m0 if c.align.init == 'm0' or c.preset.restart else previous
+
+
 def run_loop(c: RunConfig, stages, run_dir: FilePath, cache: FilePath) -> FilePath:
     "Algorithm 1: M0, then for k in 1..K sample, simulate, PRM, score, pairs, align, evaluate."
     m = c.preset
@@ -309,20 +345,22 @@ def run_loop(c: RunConfig, stages, run_dir: FilePath, cache: FilePath) -> FilePa
 
     m0 = model = step('iter_0/model', 'm0', lambda o: stages.m0(o, train=m.m0 == 'sft'), kind='dir')
     step('iter_0/eval.json', 'eval', stages.evaluate, [model])
-    prm = None
+    base = step('iter_0/base', 'base', stages.base, kind='dir') if c.k and c.align.init == 'base' else None
+    prm, history, sampled = None, [], []
     for k in range(1, c.k + 1):
         it, data = f'iter_{k}', None
         if m.sampling != 'none':
-            data = samples = step(
-                f'{it}/samples.jsonl', 'sample', lambda o, md, k=k: stages.sample(o, md, k), [model], k=k
-            )
+            sample = functools.partial(_sample_k, stages, k)
+            data = samples = step(f'{it}/samples.jsonl', 'sample', sample, [model, *sampled], k=k)
+            sampled.append(samples)
         if m.feedback == 'process':
             labels = step(f'{it}/labels.jsonl', 'simulate', stages.simulate, [samples, model])
             if prm is None or (c.prm_every and (k - 1) % c.prm_every == 0):
                 prm = step(f'{it}/prm', 'prm', stages.train_prm, [labels, samples, m0], kind='dir')
             data = step(f'{it}/scored.jsonl', 'score', stages.score, [prm, samples])
-        pairs = step(f'{it}/pairs.jsonl', 'pairs', stages.pairs, [data] if data else [])
-        model = step(f'{it}/model', 'align', stages.align, [m0 if m.restart else model, pairs], kind='dir')
+        history.append(step(f'{it}/pairs.jsonl', 'pairs', stages.pairs, [data] if data else []))
+        rows = history if c.align.accumulate else history[-1:]
+        model = step(f'{it}/model', 'align', stages.align, [_start_of(c, m0, model, base), *rows], kind='dir')
         step(f'{it}/eval.json', 'eval', stages.evaluate, [model])
     return run_dir
 

@@ -16,19 +16,23 @@ import torch
 from tqdm.auto import tqdm
 from transformers import Trainer
 from .core import Path, StepLabels, check_keys, seed_everything, write_json, write_jsonl
-from .config import PRMConfig, QuantOptions, check_config
+from .config import PRMConfig, check_config
 from .tasks import answer_match
+from sipf.models import (
+    bnb_config,
+    require_bnb,
+)  # the one bitsandbytes config (the PRM adds its `score` head to the skip list)
 
 logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'OFFICIAL_MATH_PROMPT', 'SLIPS', 'step_spans', 'step_end_tokens', 'encode_steps', 'sentencepiece_tokenizer',
            'separator_id', 'encode_separated', 'step_inputs', 'left_cut', 'check_labels', 'tokenize_steps', 'pad_rows',
-           'bce_step_loss', 'bnb_config', 'prm_placement', 'prm_model', 'prm_settings', 'is_answer_line', 'prm_inputs',
-           'step_soft', 'chunk_labels', 'prm_examples', 'outcome_labels', 'example_row', 'corrupt_steps',
-           'synthetic_paths', 'simulated_labels', 'longest_first', 'LongestFirstSampler', 'prm_rows', 'prm_trainer',
-           'train_prm', 'read_prm_config', 'load_prm', 'step_probs', 'aggregate', 'score_paths', 'step_metrics',
-           'true_step_labels', 'evaluate_prm']
+           'bce_step_loss', 'prm_placement', 'prm_model', 'prm_settings', 'is_answer_line', 'prm_inputs', 'step_soft',
+           'chunk_labels', 'prm_examples', 'outcome_labels', 'example_row', 'corrupt_steps', 'synthetic_paths',
+           'simulated_labels', 'longest_first', 'LongestFirstSampler', 'prm_rows', 'prm_trainer', 'train_prm',
+           'read_prm_config', 'load_prm', 'step_probs', 'aggregate', 'score_paths', 'step_metrics', 'true_step_labels',
+           'evaluate_prm']
 
 # %% ../nbs/06_prm.ipynb #d7d67d5b
 def step_spans(prompt: str, steps: Sequence[str]) -> list[tuple[int, int]]:
@@ -219,27 +223,7 @@ def _lora(model, config: PRMConfig):
     return get_peft_model(model, lc)
 
 # %% ../nbs/06_prm.ipynb #ea7c80a4
-def bnb_config(quant: QuantOptions, dtype: torch.dtype, skip_modules: Sequence[str] = ()):
-    "The 4-bit `BitsAndBytesConfig` of `quant`, computing in `dtype` (if 'auto'), `skip_modules` kept out of 4 bits."
-    from transformers import BitsAndBytesConfig
-
-    compute = dtype if quant.compute_dtype == 'auto' else getattr(torch, quant.compute_dtype)
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=quant.quant_type,
-        bnb_4bit_use_double_quant=quant.double_quant,
-        bnb_4bit_compute_dtype=compute,
-        llm_int8_skip_modules=[*skip_modules, *quant.skip_modules] or None,
-    )
-
-
-def _require_bnb():
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise ImportError(
-            "qlora=True needs bitsandbytes: pip install 'sipf[gpu]' (or pip install bitsandbytes)"
-        ) from None
+#| export
 
 # %% ../nbs/06_prm.ipynb #05571520
 _PRECISION_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'fp32': torch.float32}
@@ -271,7 +255,7 @@ def _from_path(path, config: PRMConfig):
     from transformers import AutoConfig
 
     if config.adapter == 'qlora':
-        _require_bnb()
+        require_bnb()
     if (FilePath(path) / 'adapter_config.json').exists():
         if config.adapter == 'qlora':
             raise ValueError(f"{path} holds a LoRA adapter: a 4-bit PRM needs a full-weights base (merge it first)")
@@ -601,7 +585,7 @@ def _load_adapter_prm(path, config: PRMConfig, device: str, dtype):
 
     kw = {}
     if config.adapter == 'qlora':
-        _require_bnb()
+        require_bnb()
         kw = dict(quantization_config=bnb_config(config.quant, dtype, ['score']), device_map={'': device})
     model = AutoPeftModelForTokenClassification.from_pretrained(str(path), num_labels=1, dtype=dtype, **kw)
     return model if kw else model.to(device)

@@ -61,7 +61,8 @@ def _check_prompts(prompts):
 def _check_pad(tokenizer):
     if tokenizer.pad_token_id is None:
         raise ValueError(
-            f"{type(tokenizer).__name__} has no pad token: set `tokenizer.pad_token` (e.g. to its eos token) before batched generation"
+            f"{type(tokenizer).__name__} has no pad token: set `tokenizer.pad_token` (e.g. to its eos token) "
+            "before batched generation"
         )
 
 # %% ../nbs/04_sample.ipynb #215339f8
@@ -84,14 +85,14 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
 
 
 def counter_uniform(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
-    "[rows, vocab] uniforms in (0, 1): a pure function of (row seed, step, token id) — no RNG state, no batch dependence."
+    "[rows, vocab] uniforms in (0, 1): a pure function of (row seed, step, token id), no RNG state or batch dependence."
     h = _mix32(_mix32(seeds.to(torch.int64) & _M32) ^ (step & _M32))
     h = _mix32(h[:, None] ^ torch.arange(vocab, dtype=torch.int64, device=seeds.device)[None, :])
     return (h.to(torch.float64) + 0.5) / 2.0**32
 
 # %% ../nbs/04_sample.ipynb #b0884747
 class RowSeededSampler(LogitsProcessor):
-    "Temperature sampling by Gumbel-max where row r's draw depends only on `seeds[r]`, the position and its logits (use with do_sample=False)."
+    "Gumbel-max sampling: row r's draw depends only on `seeds[r]`, the position and its logits (do_sample=False)."
 
     def __init__(self, seeds, temperature: float):
         self.seeds, self.temperature, self.start = torch.as_tensor(seeds, dtype=torch.int64), temperature, None
@@ -110,7 +111,7 @@ def _row_seed(seed: int, j: int) -> int:
 
 # %% ../nbs/04_sample.ipynb #5eccb1dc
 class TransformersBackend:
-    "Batched generation with a transformers causal LM (KV cache, left padding, stop strings, n samples per prompt, seeded)."
+    "Batched generation with a transformers causal LM: KV cache, left padding, stop strings, n samples, seeds."
 
     row_seeds = True  # `seed` may be a list, one per prompt (batch-independent sampling)
 
@@ -465,7 +466,7 @@ def written_equations(text: str) -> list[str]:
 
 
 def equation_key(steps: list[str], answer: str | None = None) -> tuple:
-    "Dedup key of a math path: its annotations, else the equations it writes; its normalised steps if neither; + answer."
+    "Dedup key of a math path: its annotations, else the equations it writes, else its normalised steps; + answer."
     text = '\n'.join(steps)
     eqs = annotations(text) or written_equations(text)
     return tuple(eqs or [' '.join(s.split()).lower() for s in steps]), answer
@@ -475,7 +476,7 @@ _SPACE = str.maketrans('', '', ' \t\n\r')
 
 
 def edit_duplicate(code: str, kept: list[str]) -> bool:
-    "Official code dedup: a program is a duplicate of a kept one within 0.8 x (mean line length + 1) + |length diff| / 2 edits."
+    "Official code dedup: within 0.8 x (mean line length + 1) + |length diff| / 2 edits of a kept program."
     lines = [s for s in (line.translate(_SPACE) for line in code.split('\n')) if s]
     if not lines:
         return True  # nothing but whitespace: the official loop skips it (a division by zero, caught)
@@ -538,7 +539,7 @@ def _group(path: Path, config: SampleConfig, kind: str) -> str:
 
 
 def _remember(path: Path, t: _Tally, mode: str, config: SampleConfig, kind: str, this_iteration: bool = True):
-    "Count a path kept before this run (earlier iteration, or on disk) toward dedup, and toward quotas if it is this iteration's."
+    "Count a path kept before this run (earlier iteration, on disk) toward dedup, and quotas if it is this iteration's."
     t.groups.setdefault(_group(path, config, kind), {})[_key(path, mode)] = path
     if this_iteration:
         t.pos += path.correct
@@ -592,7 +593,7 @@ def _met(t: _Tally, config: SampleConfig, kind: str) -> bool:
 
 
 def _done(t: _Tally, config: SampleConfig, kind: str) -> bool:
-    "Has a question met its quota, or used up its rounds or time? (Greedy decoding gets one round: more give nothing new.)"
+    "Has a question met its quota, or used up its rounds or time? (Greedy gets one round: more give nothing new.)"
     rounds = 1 if config.temperature <= 0 else config.max_rounds
     out_of_time = config.time_budget > 0 and t.seconds > config.time_budget  # official: `elapsed_time > sample_time`
     return _met(t, config, kind) or (rounds > 0 and t.rounds >= rounds) or out_of_time
@@ -608,8 +609,11 @@ def _quotas(config: SampleConfig, kind: str, iteration: int, before: tuple[int, 
 
 # %% ../nbs/04_sample.ipynb #59759b01
 def _round_seed(backend, config: SampleConfig, iteration: int, round_no: int, batch: list[Problem], tallies: dict):
-    "Seeds of one round: one per question (its id and its own round count) when the backend takes a list, else one per round."
-    h = lambda *parts: int(text_id('sample', str(config.seed), str(iteration), *map(str, parts), n=8), 16)
+    "Seeds of one round: one per question (its id and its own round count) if the backend takes a list, else one."
+
+    def h(*parts):
+        return int(text_id('sample', str(config.seed), str(iteration), *map(str, parts), n=8), 16)
+
     per_question = config.row_seeds and getattr(backend, 'row_seeds', False)
     return [h(p.id, tallies[p.id].rounds) for p in batch] if per_question else h(round_no)
 
@@ -631,7 +635,7 @@ def _round_paths(
     rounds,
     clock=time.perf_counter,
 ) -> tuple[list[Path], float]:
-    "`config.n` samples for each problem of `batch` (in its round `rounds[i]`) judged into `Path`s, and the generate call's seconds."
+    "`config.n` samples of each problem of `batch` (in round `rounds[i]`) judged into `Path`s; the call's seconds."
     t0 = clock()
     gens = backend.generate(
         [task.prompt(p, config.prompt_style) for p in batch],
@@ -646,7 +650,10 @@ def _round_paths(
     seconds = clock() - t0
     rows = [(p, r, g) for p, r, gs in zip(batch, rounds, gens) for g in gs if config.keep_unfinished or g.finished]
     correct = task.judge([p for p, _, _ in rows], [g.text for _, _, g in rows]) if rows else []
-    meta = lambda r, g: {'round': r, 'n_tokens': g.n_tokens, 'finished': g.finished}
+
+    def meta(r, g):
+        return {'round': r, 'n_tokens': g.n_tokens, 'finished': g.finished}
+
     paths = [
         Path(p.id, g.text, task.split_steps(g.text), _answer(task, g.text), bool(ok), iteration, meta(r, g))
         for (p, r, g), ok in zip(rows, correct)
@@ -692,7 +699,7 @@ def _resume(task, out_path: FilePath, problems, mode: str, config: SampleConfig,
 
 # %% ../nbs/04_sample.ipynb #e58ed823
 def _sample_round(task, backend, batch, tallies, mode, config, out_path, iteration, round_no, clock) -> set:
-    "Sample, judge and admit one round; write the paths of the questions it finished, then its log line. Returns their ids."
+    "Sample, judge and admit one round; write the paths of the questions it finished, then its log line; their ids."
     seed = _round_seed(backend, config, iteration, round_no, batch, tallies)
     rounds = [tallies[p.id].rounds for p in batch]
     paths, seconds = _round_paths(task, backend, batch, config, iteration, seed, rounds, clock)

@@ -5,17 +5,19 @@
 # %% ../nbs/05_simulate.ipynb #803f452f
 from __future__ import annotations
 import logging
+import re
 from dataclasses import dataclass
 from typing import Callable, Generator, Iterable
 from tqdm.auto import tqdm
 from .core import Path, StepLabels, append_jsonl, read_jsonl, text_id
-from .config import LABEL_STRATEGIES as STRATEGIES, ROLLOUT_STRATEGIES, SimulateConfig
+from .config import LABEL_STRATEGIES as STRATEGIES, ROLLOUT_STRATEGIES, SimulateConfig  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'hard_labels', 'step_decided', 'first_error', 'search_first_zero', 'first_zero', 'rollout_seed',
-           'has_outcome_step', 'run_rollouts', 'label_paths', 'label_agreement']
+__all__ = ['log', 'BOXED_PROMPT', 'hard_labels', 'step_decided', 'first_error', 'search_first_zero', 'first_zero', 'rollout_seed',
+           'has_outcome_step', 'after_error', 'chat_tokenizer', 'rollout_prompt', 'run_rollouts', 'label_paths',
+           'label_agreement']
 
 # %% ../nbs/05_simulate.ipynb #78b667f6
 def hard_labels(hits: Iterable[int], delta: int = 0) -> list[int]:
@@ -130,12 +132,27 @@ _PathLabeller.requests, _PathLabeller.record, _PathLabeller.advance = _requests,
 _PathLabeller.done = property(lambda self: not self.active)
 
 # %% ../nbs/05_simulate.ipynb #148aa830
+def after_error(labels: list[int], mode: str) -> list[int | None]:
+    "Labels past the first 0: as they are ('keep'), 0 ('zero'), or None — no label, no training signal ('mask')."
+    if mode == 'keep':
+        return list(labels)
+    first = first_error(labels)
+    return list(labels[: first + 1]) + [0 if mode == 'zero' else None] * max(0, len(labels) - first - 1)
+
+
+def _after_error_mode(config: SimulateConfig) -> str:
+    if config.after_error != 'auto':
+        return config.after_error
+    return 'mask' if config.strategy == 'binary' else 'keep'
+
+
 def _result(self) -> StepLabels:
     "The finished path's `StepLabels`."
     cfg, T = self.cfg, len(self.path.steps)
     labels = hard_labels(self.hits, cfg.delta) if self.first is None else [int(t < self.first) for t in range(T)]
+    labels = after_error(labels, _after_error_mode(cfg))
     if self.outcome_step:
-        labels[-1] = int(self.path.correct)
+        labels[-1] = int(self.path.correct)  # the answer step carries the outcome, a fact, whatever came before
     return StepLabels(
         self.path.id,
         self.path.problem_id,
@@ -151,29 +168,57 @@ def _result(self) -> StepLabels:
 
 _PathLabeller.result = _result
 
-# %% ../nbs/05_simulate.ipynb #4802e680
+# %% ../nbs/05_simulate.ipynb #5fef3de3
+BOXED_PROMPT = "\nPlease reason step by step, and put your final answer within \\boxed{}."  # official prompt.py:28
+_BOXED = re.compile(r'\\boxed\{(.*)\}')  # official common_utils.py:33, greedy as there
+
+
 def _prefix(path: Path, t: int) -> str:
     return '\n'.join(path.steps[: t + 1]) + '\n'
 
 
+def chat_tokenizer(task, backend, config: SimulateConfig):
+    "The simulator's tokenizer if rollouts are to be prompted as a chat turn (math tasks; `config.chat`), else None."
+    tok = getattr(backend, 'tokenizer', None)
+    has_template = bool(getattr(tok, 'chat_template', None))
+    if config.chat == 'always' and not has_template:
+        raise ValueError("SimulateConfig.chat='always' but the simulator's tokenizer has no chat template")
+    return tok if task.kind == 'math' and has_template and config.chat != 'never' else None
+
+
+def rollout_prompt(task, problem, path: Path, t: int, config: SimulateConfig, chat=None) -> str:
+    "What the simulator continues: the policy's prompt + steps[:t+1], or a chat turn asking for \\boxed{} + the steps."
+    if chat is None:
+        return task.prompt(problem, config.prompt_style) + _prefix(path, t)
+    turn = [{'role': 'user', 'content': problem.question + BOXED_PROMPT}]
+    return chat.apply_chat_template(turn, tokenize=False, add_generation_prompt=True) + _prefix(path, t)
+
+
+def _completion(prefix: str, text: str, chat) -> str:
+    "The judged text: prefix + rollout; a chat rollout's last `\\boxed{x}` is restated as `The answer is x`."
+    m = _BOXED.search(text) if chat is not None else None
+    return prefix + text + (f"\nThe answer is {m.group(1).strip()}" if m else '')
+
+# %% ../nbs/05_simulate.ipynb #4802e680
 def run_rollouts(task, backend, requests: list[_Request], config: SimulateConfig, round_seed: int = 0):
     "Generate and judge one rollout per request, recording hits and tokens on the requests' labellers."
     if not requests:
         return
+    chat = chat_tokenizer(task, backend, config)
     problems = [task.by_id(r.labeller.path.problem_id) for r in requests]
-    prompts = [
-        task.prompt(p, config.prompt_style) + _prefix(r.labeller.path, r.step) for p, r in zip(problems, requests)
-    ]
+    prompts = [rollout_prompt(task, p, r.labeller.path, r.step, config, chat) for p, r in zip(problems, requests)]
     seeds = [rollout_seed(config.seed, r.labeller.path.id, r.step, r.j) for r in requests]
     gens = backend.generate(
         prompts,
         n=1,
         temperature=config.temperature,
         max_new_tokens=config.max_new_tokens,
-        stop=list(task.stop),
+        stop=[s for s in task.stop if s.strip()] if chat is not None else list(task.stop),
         seed=seeds if getattr(backend, 'row_seeds', False) else config.seed + round_seed,
+        top_k=config.top_k,
+        top_p=config.top_p,
     )
-    completions = [_prefix(r.labeller.path, r.step) + g[0].text for r, g in zip(requests, gens)]
+    completions = [_completion(_prefix(r.labeller.path, r.step), g[0].text, chat) for r, g in zip(requests, gens)]
     for r, g, ok in zip(requests, gens, task.judge(problems, completions)):
         r.labeller.record(r.step, ok, g[0].n_tokens)
 
@@ -248,7 +293,7 @@ def label_paths(
     return _in_order(done, paths)
 
 # %% ../nbs/05_simulate.ipynb #a512c77a
-def label_agreement(labels: list[list[int]], truth: list[list[bool]]) -> float:
-    "Fraction of steps whose hard label equals the truth."
-    pairs = [(l, int(t)) for ls, ts in zip(labels, truth) for l, t in zip(ls, ts)]
+def label_agreement(labels: list[list[int | None]], truth: list[list[bool]]) -> float:
+    "Fraction of labelled steps (label not None) whose hard label equals the truth."
+    pairs = [(l, int(t)) for ls, ts in zip(labels, truth) for l, t in zip(ls, ts) if l is not None]
     return sum(a == b for a, b in pairs) / max(1, len(pairs))

@@ -1,4 +1,4 @@
-"Edge cases of sipf.align: the ORPO NLL fix pinned on a tiny model, zero pairs, configs, every objective, determinism, torchrun."
+"Edge cases of sipf.align: ORPO NLL fix on a tiny model, zero pairs, configs, every objective, determinism, torchrun."
 
 import json
 import logging
@@ -113,7 +113,8 @@ def test_configs():
     with pytest.raises(KeyError, match="unknown AlignConfig key 'nll'"):
         parse_sets(['nll=1'])
     p = align_preset('paper')
-    assert (p.lr, p.warmup_ratio, p.max_grad_norm, p.beta, p.lora.r, p.lora.alpha, p.lora.dropout, p.adapter == 'qlora') == (
+    lora = (p.lora.r, p.lora.alpha, p.lora.dropout, p.adapter == 'qlora')
+    assert (p.lr, p.warmup_ratio, p.max_grad_norm, p.beta, *lora) == (
         5e-5,
         0.1,
         0.3,

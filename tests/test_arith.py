@@ -10,7 +10,10 @@ from sipf.tasks import load_task
 
 
 def test_deterministic_across_processes():
-    code = "from sipf.arith import load_arith; print([p.question for p in load_arith(split='train', n=30, seed=7).problems])"
+    code = (
+        "from sipf.arith import load_arith; "
+        "print([p.question for p in load_arith(split='train', n=30, seed=7).problems])"
+    )
     outs = {
         subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
         for _ in range(2)

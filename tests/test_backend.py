@@ -1,4 +1,4 @@
-"make_backend: transformers and vLLM (against a stand-in module), LoRA merge on a tiny model, unsloth's inference hook, stop strings, top-k."
+"make_backend (transformers; vLLM against a stand-in module), LoRA merge on a tiny model, unsloth, stop strings, top-k."
 
 import json
 import sys

@@ -108,24 +108,22 @@ def test_bad_input_is_one_line_fast(args, needle, capsys):
     assert time.time() - t0 < 1.0
 
 
-@pytest.mark.parametrize('text,needle', [('align: {lr: 1e-4\nx: [\n', 'malformed YAML at line 2'), ('- a\n', 'got a list')])
+BAD_FILES = [('align: {lr: 1e-4\nx: [\n', 'malformed YAML at line 2'), ('- a\n', 'got a list')]
+
+
+@pytest.mark.parametrize('text,needle', BAD_FILES)
 def test_bad_config_file_names_the_file(text, needle, tmp_path, capsys):
     f = tmp_path / 'my.yaml'
     f.write_text(text)
     _one_line_error(sipf_inproc(capsys, 'run', str(f)), 'my.yaml', needle)
 
 
-def test_quiet_prints_no_progress_bars(capsys):
-    "-q: only warnings and the final summary (the progress bars of sipf, transformers and datasets are off)."
-    from tqdm.auto import tqdm
-
-    from sipf.cli import quiet_progress
-
-    quiet_progress()
-    try:
-        list(tqdm(range(3), desc='bar'))
-        assert 'bar' not in capsys.readouterr().err
-    finally:
-        import os
-
-        os.environ.pop('TQDM_DISABLE', None)
+def test_quiet_prints_no_progress_bars():
+    "-q: only warnings and the final summary (library bars read TQDM_DISABLE; sipf's own bars ask progress_off)."
+    code = (
+        "from sipf.cli import quiet_progress; quiet_progress()\n"
+        "from tqdm.auto import tqdm; from sipf.core import progress_off\n"
+        "list(tqdm(range(3), desc='library')); list(tqdm(range(3), desc='ours', disable=progress_off(True)))"
+    )
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0 and 'library' not in r.stderr and 'ours' not in r.stderr, r.stderr

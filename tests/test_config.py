@@ -2,7 +2,6 @@
 
 import copy
 import dataclasses
-from pathlib import Path as FilePath
 
 import pytest
 from omegaconf import OmegaConf
@@ -16,25 +15,14 @@ from sipf.align import trl_args
 
 # TrainConfig field -> (the Trainer argument it sets, how our value looks there). A new TrainConfig field that is in
 # neither this table nor LOADED fails test_every_train_field_is_mapped: no setting can be dropped silently again.
-TRAINER_ARGS = {
-    'lr': ('learning_rate', lambda v: v),
-    'epochs': ('num_train_epochs', lambda v: v),
-    'max_steps': ('max_steps', lambda v: v),
-    'batch_size': ('per_device_train_batch_size', lambda v: v),
-    'grad_accum': ('gradient_accumulation_steps', lambda v: v),
-    'scheduler': ('lr_scheduler_type', lambda v: v),
-    'warmup_ratio': ('warmup_steps', lambda v: v),
-    'weight_decay': ('weight_decay', lambda v: v),
-    'max_grad_norm': ('max_grad_norm', lambda v: v),
-    'max_length': ('max_length', lambda v: v),
-    'logging_steps': ('logging_steps', lambda v: v),
-    'save_strategy': ('save_strategy', lambda v: v),
-    'save_steps': ('save_steps', lambda v: v),
-    'report_to': ('report_to', lambda v: [v]),
-    'progress': ('disable_tqdm', lambda v: not v),
-    'seed': ('data_seed', lambda v: v),
-    'gradient_checkpointing': ('activation_checkpointing', lambda v: v),
-}
+TRAINER_ARGS = dict(
+    lr='learning_rate', epochs='num_train_epochs', max_steps='max_steps', batch_size='per_device_train_batch_size',
+    grad_accum='gradient_accumulation_steps', scheduler='lr_scheduler_type', warmup_ratio='warmup_steps',
+    weight_decay='weight_decay', max_grad_norm='max_grad_norm', max_length='max_length', logging_steps='logging_steps',
+    save_strategy='save_strategy', save_steps='save_steps', report_to='report_to', progress='disable_tqdm',
+    seed='data_seed', gradient_checkpointing='activation_checkpointing',
+)  # fmt: skip
+LOOKS = {'report_to': lambda v: [v], 'progress': lambda v: not v}  # how our value looks there, where it is not equal
 # consumed when the model is loaded (sipf.models.load_model: tests in test_models / the adapter-rank tests) or by the
 # precision guard (bf16/fp16 are always off on CPU; precision_flags is tested in 03_models)
 LOADED = {'adapter', 'lora', 'quant', 'precision'}
@@ -63,10 +51,11 @@ def test_every_train_field_is_mapped():
 def test_train_sentinels_reach_the_trainer(cls, args_class, build, tmp_path):
     args = build(cls(**SENTINELS), tmp_path)
     assert isinstance(args, args_class)
-    for name, (arg, look) in TRAINER_ARGS.items():
+    for name, arg in TRAINER_ARGS.items():
         if arg == 'max_length' and not hasattr(args, 'max_length'):
             continue  # plain TrainingArguments has no max_length: the PRM cuts its rows itself (prm.example_row)
-        assert getattr(args, arg) == look(SENTINELS[name]), (name, arg, getattr(args, arg))
+        want = LOOKS.get(name, lambda v: v)(SENTINELS[name])
+        assert getattr(args, arg) == want, (name, arg, getattr(args, arg))
     assert args.seed == SENTINELS['seed'] and (args.bf16, args.fp16) == (False, False)
 
 

@@ -20,7 +20,6 @@ from sipf.models import (
     train_sft,
     M0_RECIPES,
 )
-from sipf.tasks import load_task
 
 
 @pytest.fixture(scope='module')
@@ -29,7 +28,7 @@ def tok():
 
 
 def test_tokenizer_deterministic_across_processes(tok):
-    code = "from sipf.models import toy_tokenizer; import json; print(json.dumps(toy_tokenizer().get_vocab(), sort_keys=True))"
+    code = "from sipf.models import toy_tokenizer as t; import json; print(json.dumps(t().get_vocab(), sort_keys=1))"
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == tok.get_vocab()
 
@@ -68,7 +67,6 @@ def test_left_padding_generation_matches_unpadded(tok):
         'Question: Ann has 5 apples.\nAnswer:\n',
         'Question: Ann has 5 apples. Ben has 3 more apples than Ann.\nAnswer:\n',
     ]
-    task = load_task('arith', n=2)
     from sipf.models import greedy_complete
 
     batched = greedy_complete(m, tok, prompts, max_new_tokens=6)

@@ -20,7 +20,8 @@ def P(pid, text, correct, reward=None):
     return Path(pid, text, steps=text.split('\n'), correct=correct, meta={} if reward is None else {'reward': reward})
 
 
-PROMPT = lambda pid: f'Q {pid}\n'
+def PROMPT(pid):
+    return f'Q {pid}\n'
 
 
 def _paths():

@@ -33,7 +33,7 @@ class SlowStages:
             time.sleep(DELAY)
             append_jsonl(out, [make(i)])
 
-    def sample(self, out, model, k):
+    def sample(self, out, model, k, previous=()):
         w = (model / 'w.txt').read_text()
         self._append(
             out, lambda i: Path(f'q{i % 4}', f'{_h(w, k, i)}', steps=['a', 'b'], correct=int(_h(w, i), 16) % 3 == 0), 12
@@ -56,10 +56,14 @@ class SlowStages:
         rows = read_jsonl(data) if data else [{'id': 'gold', 'problem_id': 'q0'}]
         write_jsonl(out, [Pair(r['problem_id'], 'Q', r['id'], 'x', 0.5) for r in rows[::2]])
 
-    def align(self, out, model, pairs):
+    def base(self, out):
+        out.mkdir()
+        (out / 'w.txt').write_text('base')
+
+    def align(self, out, model, *pairs):
         out.mkdir()
         time.sleep(5 * DELAY)
-        (out / 'w.txt').write_text(_h((model / 'w.txt').read_text(), pairs.read_text()))
+        (out / 'w.txt').write_text(_h((model / 'w.txt').read_text(), *(p.read_text() for p in pairs)))
 
     def evaluate(self, out, model):
         time.sleep(DELAY)
@@ -236,7 +240,7 @@ def test_stage_keys_follow_the_codes_defaults():
 
 
 def test_toy_train_set_is_n_train_for_m0_and_every_stage():
-    "The generated arith splits have the sizes asked for (not the generator's defaults: 2,000 train, 300 test), and M0 trains on the set the run samples from."
+    "Generated arith splits have the sizes asked for (not the generator's 2,000 / 300); M0 trains on the run's set."
     from sipf.pipeline import Stages, _toy_m0_config
     from sipf.models import toy_tasks
 
@@ -248,7 +252,7 @@ def test_toy_train_set_is_n_train_for_m0_and_every_stage():
 
 
 def test_numbers_from_yaml_strings_and_clear_errors(tmp_path):
-    "PyYAML reads `3e-5` as a string: it must reach the stage configs as a float, and a non-number must fail before any work."
+    "PyYAML reads `3e-5` as a string: it must reach the stage configs as a float; a non-number fails before any work."
     c = load_config('toy', ['align.lr=3e-5', 'prm.lr=1e-3', 'n_eval=100'])
     assert c.align.lr == 3e-5 and isinstance(c.align.lr, float) and c.prm.lr == 1e-3
     f = tmp_path / 'c.yaml'

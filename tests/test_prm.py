@@ -10,8 +10,6 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-torch.set_num_threads(1)  # tiny models on a shared 2-core CPU
-
 from sipf.core import Path, Problem, StepLabels, data_dir
 from sipf.models import toy_tokenizer
 from sipf.config import LoraOptions, PRMConfig, check_config
@@ -36,6 +34,8 @@ from sipf.prm import (
     train_prm,
 )
 
+
+torch.set_num_threads(1)  # tiny models on a shared 2-core CPU
 
 # ---------------------------------------------------------------- fixtures
 
@@ -409,7 +409,7 @@ def test_prm_answers_per_step(tiny_world, toy_tok, tmp_path):
 
 
 def test_prm_model_from_saved_policy_dirs(tiny_world, toy_tok, tmp_path):
-    "The pipeline's default: a PRM initialised from the policy's saved weights — a full model dir or a LoRA adapter dir."
+    "The pipeline's default: a PRM initialised from the policy's saved weights: a full model or a LoRA adapter dir."
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)

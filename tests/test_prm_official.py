@@ -9,8 +9,6 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-torch.set_num_threads(1)  # tiny models on a shared 2-core CPU
-
 import sipf.models
 from sipf.config import LoraOptions, PRMConfig
 from sipf.core import Path, Problem, StepLabels
@@ -35,6 +33,8 @@ from sipf.prm import (
     train_prm,
 )
 from sipf.tasks import load_task
+
+torch.set_num_threads(1)  # tiny models on a shared 2-core CPU
 
 HAS_BNB = importlib.util.find_spec('bitsandbytes') is not None
 

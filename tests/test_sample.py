@@ -54,7 +54,7 @@ class Sums(Task):
 
 
 def arith_parity(n):
-    "Toy arith questions judged by the parity of the text length, so about half of a random model's samples are 'correct'."
+    "Toy arith questions judged by the parity of the text length: about half of a random model's samples are 'correct'."
     from sipf.arith import load_arith
 
     task = load_arith(split='test', n=n)
@@ -519,7 +519,9 @@ def test_official_later_iteration_quota_and_dedup_from_previous(tmp_path):
 def test_official_code_quota_counts_unique_programs(tmp_path):
     import hashlib
 
-    salt = lambda i: hashlib.sha256(str(i).encode()).hexdigest()[:48]
+    def salt(i):
+        return hashlib.sha256(str(i).encode()).hexdigest()[:48]
+
     progs = [f'def f(a, b):\n    return a + b\n    # {salt(i)}\n' for i in range(29)]  # far apart in edit distance
     task = Code(problems(1))
     be = Scripted(progs)

@@ -74,7 +74,8 @@ def test_runaway_loops_are_killed_at_the_limit():
         'while True: pass',
         'import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: pass',
         'import time\ntime.sleep(1000)',  # wall clock, not CPU
-        'import signal, time\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP): signal.signal(s, signal.SIG_IGN)\ntime.sleep(1000)',
+        'import signal, time\nfor s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP): '
+        'signal.signal(s, signal.SIG_IGN)\ntime.sleep(1000)',
         'def f(): return f()\nimport sys\nsys.setrecursionlimit(10**6)\nf()',
     ]
     res = assert_no_pass(progs)
@@ -94,7 +95,8 @@ def test_fork_storm_is_contained_and_leaves_nothing():
     token = f'{secrets.randbelow(10**6) + 10**6}.25'
     storm = 'import os\nwhile True:\n    try: os.fork()\n    except OSError: pass'
     escape = (
-        f"import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0: os.execv('/bin/sleep', ['sleep', '{token}'])\n"
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n"
+        f"    if os.fork() == 0: os.execv('/bin/sleep', ['sleep', '{token}'])\n"
         "    os._exit(0)\ntime.sleep(0.3)\nassert False"
     )
     res = assert_no_pass([storm, escape], max_processes=16)
@@ -155,7 +157,8 @@ def test_writes_and_deletes_outside_the_temp_dir_fail(canary):
         f"import os\nos.chmod({c!r} + '/canary.txt', 0)",
         f"import os\nos.rename({c!r} + '/canary.txt', {c!r} + '/moved')",
         f"open({os.getcwd()!r} + '/sipf_sandbox_escape.txt', 'w').write('x')",
-        "import os\nos.system('mount -o remount,rw / 2>/dev/null; touch /sipf_sandbox_escape')\nassert os.path.exists('/sipf_sandbox_escape')",
+        "import os\nos.system('mount -o remount,rw / 2>/dev/null; touch /sipf_sandbox_escape')\n"
+        "assert os.path.exists('/sipf_sandbox_escape')",
     ]
     assert_no_pass(progs)
     assert not os.path.exists(os.path.join(os.getcwd(), 'sipf_sandbox_escape.txt')) and not os.path.exists(
@@ -166,7 +169,10 @@ def test_writes_and_deletes_outside_the_temp_dir_fail(canary):
 @pytest.mark.parametrize('isolation', ['namespaces', 'rlimits'])
 def test_private_temp_dir_leaves_no_trace_on_host(isolation):
     name = f'sipf_escape_{secrets.token_hex(4)}'
-    ours = lambda: {n for n in os.listdir(tempfile.gettempdir()) if n.startswith('sipf')}  # other people use /tmp too
+
+    def ours():  # other people use /tmp too
+        return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith('sipf')}
+
     before = ours()
     prog = (
         f"import os, tempfile\nopen('/tmp/{name}', 'w').write('x')\nopen('here.txt', 'w').write('y')\n"
@@ -225,7 +231,8 @@ def test_fake_pass_markers_never_pass():
     progs = [
         'print("All tests passed!")\nprint("passed")\nimport os\nos._exit(0)',
         'import os\nfor fd in range(3, 64):\n    try: os.write(fd, b"passed")\n    except OSError: pass\nos._exit(0)',
-        'import os\nfor fd in range(3, 64):\n    try: os.write(fd, b"0" * 32)\n    except OSError: pass\nraise SystemExit(0)',
+        'import os\nfor fd in range(3, 64):\n    try: os.write(fd, b"0" * 32)\n'
+        '    except OSError: pass\nraise SystemExit(0)',
         'import json\nprint(json.dumps({"passed": True, "status": "passed", "detail": "", "seconds": 0.0}))\nassert 0',
     ]
     assert_no_pass(progs)
@@ -259,7 +266,8 @@ def test_correct_programs_pass():
         'try:\n    input()\nexcept EOFError:\n    pass',
         'import os\nos.fork()\nassert True',  # both processes run off the end: still one clean pass
         'import multiprocessing as mp\nwith mp.Pool(2) as pool: assert pool.map(abs, [-1, 2]) == [1, 2]',
-        'import xml.dom.minidom, sqlite3, subprocess, sys\nsubprocess.run([sys.executable, "-c", "import json"], check=True)',
+        'import xml.dom.minidom, sqlite3, subprocess, sys\n'
+        'subprocess.run([sys.executable, "-c", "import json"], check=True)',
     ]
     res = run(progs)
     assert all(r.passed and r.status == 'passed' for r in res), res
@@ -268,7 +276,10 @@ def test_correct_programs_pass():
 def test_humaneval_canonical_solutions_pass_and_shuffled_fail():
     with gzip.open(data_dir() / 'humaneval' / 'HumanEval.jsonl.gz', 'rt') as f:
         rows = [json.loads(l) for l in f][:24]
-    prog = lambda r, sol: r['prompt'] + sol + '\n' + r['test'] + f"\ncheck({r['entry_point']})\n"
+
+    def prog(r, sol):
+        return r['prompt'] + sol + '\n' + r['test'] + f"\ncheck({r['entry_point']})\n"
+
     good = [prog(r, r['canonical_solution']) for r in rows]
     shuffled = [prog(r, rows[(i + 1) % len(rows)]['canonical_solution']) for i, r in enumerate(rows)]
     res = run(good + shuffled, timeout=10)
@@ -318,7 +329,8 @@ def test_kept_workers_share_nothing_between_checks():
     sb.close_workers()
     first = run(
         [
-            "open('/tmp/note', 'w').write('secret')\nopen('/dev/shm/note', 'w').write('secret')\nopen('here', 'w').write('x')"
+            "open('/tmp/note', 'w').write('secret')\nopen('/dev/shm/note', 'w').write('secret')\n"
+            "open('here', 'w').write('x')"
         ],
         n_workers=1,
     )
@@ -362,3 +374,67 @@ def test_forked_copy_of_the_host_does_not_share_workers():
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
     assert [w.proc.pid for ws in sb._IDLE.values() for w in ws] == kept
     assert run(['assert 1'], n_workers=1)[0].passed
+
+
+# ---- the interpreter, the package, and what killed a check ---------------------------------------------
+def _in_fresh_process(python: str, code: str, cwd=None) -> str:
+    import subprocess
+
+    out = subprocess.run([python, '-c', code], capture_output=True, text=True, timeout=90, cwd=cwd)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
+def test_interpreter_in_a_venv_under_tmp_stays_visible_read_only():
+    "A venv under /tmp (hidden by the private /tmp): sys.executable still runs inside a check, and is read-only."
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory(dir='/tmp') as d:
+        venv = f'{d}/venv'
+        subprocess.run([sys.executable, '-m', 'venv', '--without-pip', '--system-site-packages', venv], check=True)
+        probe = (
+            'import subprocess, sys\n'
+            f'assert sys.prefix == {venv!r} and sys.executable.startswith({venv!r})\n'
+            'subprocess.run([sys.executable, "-c", "import sipf.tasks, json"], check=True)\n'
+        )
+        writes = f'open({venv!r} + "/sipf-was-here", "w")'
+        code = (
+            'from sipf.sandbox import check_programs\n'
+            f'res = check_programs([{probe!r}, {writes!r}], timeout=20, isolation="namespaces")\n'
+            'print([(r.status, r.detail) for r in res])'
+        )
+        got = _in_fresh_process(f'{venv}/bin/python', code)
+        assert not os.path.exists(f'{venv}/sipf-was-here')
+    assert got.startswith("[('passed', ''), ('failed', ") and 'Read-only file system' in got, got
+
+
+def test_worker_starts_when_a_folder_named_sipf_shadows_the_package(tmp_path):
+    "In a directory holding a folder `sipf`, `sipf.__file__` is None: the worker is found without it."
+    (tmp_path / 'sipf').mkdir()
+    code = (
+        'import sipf\nassert sipf.__file__ is None\nfrom sipf.sandbox import check_program\n'
+        'print(check_program("assert 1 + 1 == 2", isolation="namespaces").status)'
+    )
+    import sys
+
+    assert _in_fresh_process(sys.executable, code, cwd=tmp_path) == 'passed'
+
+
+def test_a_check_killed_by_a_signal_is_not_a_timeout():
+    res = assert_no_pass(
+        [
+            'import os, signal\nos.kill(os.getpid(), signal.SIGKILL)',
+            'import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)',
+            'while True: pass',
+            'import signal\nsignal.signal(signal.SIGXCPU, signal.SIG_IGN)\nwhile True: pass',  # hard limit: SIGKILL
+        ],
+        timeout=6,
+        cpu_seconds=1,
+    )
+    assert [(r.status, r.detail) for r in res[:2]] == [
+        ('failed', 'killed by signal 9 (SIGKILL)'),
+        ('failed', 'killed by signal 11 (SIGSEGV)'),
+    ]
+    assert [(r.status, r.detail) for r in res[2:]] == [('timeout', 'CPU-time limit of 1s')] * 2, res
+    assert res[0].seconds < 1 and res[3].seconds < 4

@@ -63,7 +63,7 @@ class FakeSim:
     def __init__(self, row_seeds=True, p_bad=0.05, sleep=0.0):
         self.row_seeds, self.p_bad, self.sleep, self.calls, self.rows, self.seeds = row_seeds, p_bad, sleep, 0, 0, []
 
-    def generate(self, prompts, n=1, temperature=1.0, max_new_tokens=64, stop=(), seed=None):
+    def generate(self, prompts, n=1, temperature=1.0, max_new_tokens=64, stop=(), seed=None, **sampling):
         assert n == 1
         self.calls += 1
         self.rows += len(prompts)
@@ -214,7 +214,7 @@ def test_chunk_size_does_not_change_labels():
 def test_binary_matches_exhaustive_on_monotone_labels():
     task, paths = make_paths(60)
     exh = label_paths(task, FakeSim(p_bad=0.0), paths, SimulateConfig())
-    bi = label_paths(task, FakeSim(p_bad=0.0), paths, SimulateConfig(strategy='binary'))
+    bi = label_paths(task, FakeSim(p_bad=0.0), paths, SimulateConfig(strategy='binary', after_error='zero'))
     monotone = [i for i, r in enumerate(exh) if r.labels == sorted(r.labels, reverse=True)]
     assert len(monotone) >= 40
     for i in monotone:
@@ -225,7 +225,7 @@ def test_binary_matches_exhaustive_on_monotone_labels():
 
 def test_binary_labels_are_monotone_and_probe_few_steps():
     task, paths = make_paths(30)
-    for r, p in zip(label_paths(task, FakeSim(), paths, SimulateConfig(strategy='binary')), paths):
+    for r, p in zip(label_paths(task, FakeSim(), paths, SimulateConfig(strategy='binary', after_error='zero')), paths):
         assert r.labels == sorted(r.labels, reverse=True)
         probed = sum(1 for n in r.n[:-1] if n)
         assert probed <= max(1, (len(p.steps) - 1).bit_length())
@@ -237,7 +237,9 @@ def test_binary_trust_outcome():
     path = Path('q', '\n'.join(steps), steps=steps, answer='1', correct=True)
     [trust] = label_paths(task, FakeSim(p_bad=0.0), [path], SimulateConfig(strategy='binary'))
     assert trust.labels == [1, 1, 1, 1] and trust.tokens == 0
-    [search] = label_paths(task, FakeSim(p_bad=0.0), [path], SimulateConfig(strategy='binary', trust_outcome=False))
+    [search] = label_paths(
+        task, FakeSim(p_bad=0.0), [path], SimulateConfig(strategy='binary', trust_outcome=False, after_error='zero')
+    )
     [exh] = label_paths(task, FakeSim(p_bad=0.0), [path], SimulateConfig())
     assert search.labels == exh.labels == [1, 0, 0, 1] and 0 < search.tokens < exh.tokens
 
@@ -314,8 +316,70 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     rows = read_jsonl(out)
     assert len(rows) == len(ref) == 30
     assert len({r['path_id'] for r in rows}) == 30
-    key = lambda r: r['path_id']
+
+    def key(r):
+        return r['path_id']
+
     assert sorted(rows, key=key) == sorted(ref, key=key)
+
+
+# ---------------------------------------------------------------- labels past the first error; instruct simulators
+def test_binary_masks_steps_past_the_first_error_by_default():
+    task = LineTask([Problem('q', 'q', answer='1')])
+    steps = ['step 0 ok', 'step 1 bad', 'step 2 ok', 'step 3 ok', 'The answer is 0']
+    path = Path('q', '\n'.join(steps), steps=steps, answer='0', correct=False)
+    [bi] = label_paths(task, FakeSim(p_bad=0.0), [path], SimulateConfig(strategy='binary'))
+    assert bi.labels == [1, 0, None, None, 0] and bi.n[3] == 0  # the answer step keeps its outcome
+    [zero] = label_paths(task, FakeSim(p_bad=0.0), [path], SimulateConfig(strategy='binary', after_error='zero'))
+    assert zero.labels == [1, 0, 0, 0, 0]
+    [exh] = label_paths(task, FakeSim(p_bad=0.0), [path], SimulateConfig())  # measured: kept as measured
+    [masked] = label_paths(task, FakeSim(p_bad=0.0), [path], SimulateConfig(after_error='mask'))
+    assert exh.labels[:2] == [1, 0] and masked.labels == exh.labels[:2] + [None, None, 0]
+    with pytest.raises(ValueError, match="did you mean 'mask'"):
+        SimulateConfig(after_error='masked')
+
+
+@pytest.mark.xfail(reason='needs the StepLabels.soft change of nbs/00_core (None for an unprobed step)')
+def test_soft_label_of_an_unprobed_step_is_none():
+    task = LineTask([Problem('q', 'q', answer='1')])
+    steps = ['step 0 ok', 'step 1 bad', 'step 2 ok', 'step 3 ok', 'The answer is 0']
+    path = Path('q', '\n'.join(steps), steps=steps, answer='0', correct=False)
+    [bi] = label_paths(task, FakeSim(p_bad=0.0), [path], SimulateConfig(strategy='binary'))
+    assert bi.n[3] == 0 and bi.soft[3] is None
+
+
+class ChatSim:
+    "An instruct simulator: a tokenizer with a chat template; it opens with a blank line and ends in \\boxed{1}."
+
+    row_seeds = True
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.prompts, self.stops = tokenizer, [], []
+
+    def generate(self, prompts, n=1, temperature=1.0, max_new_tokens=64, stop=(), seed=None, **sampling):
+        self.prompts += prompts
+        self.stops.append(list(stop))
+        text = '\n\nLet me continue.\n\nSo the result is \\boxed{1}.'
+        cut = min([text.index(s) for s in stop if s in text], default=len(text))
+        return [[Gen(text[:cut], 9)] for _ in prompts]
+
+
+def test_instruct_simulator_gets_a_chat_turn_and_its_boxed_answer_counts():
+    from sipf.models import toy_tokenizer
+    from sipf.simulate import BOXED_PROMPT
+
+    tok = toy_tokenizer()
+    tok.chat_template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}<|assistant|>"
+    task = LineTask([Problem('q', 'what is 1?', answer='1')])
+    steps = ['step 0 ok', 'The answer is 1']
+    path = Path('q', '\n'.join(steps), steps=steps, answer='1', correct=True)
+    sim = ChatSim(tok)
+    [lab] = label_paths(task, sim, [path], SimulateConfig())
+    assert sim.prompts[0] == f'<|user|>what is 1?{BOXED_PROMPT}<|assistant|>step 0 ok\n'
+    assert sim.stops[0] == [] and lab.hits[0] == 8  # no blank-line stop: every rollout reaches its answer
+    plain = ChatSim(tok)
+    [old] = label_paths(task, plain, [path], SimulateConfig(chat='never'))
+    assert plain.stops[0] == ['\n\n'] and old.hits[0] == 0  # the policy's prompt and stop: false 0 labels
 
 
 if __name__ == '__main__':

@@ -16,6 +16,7 @@ import sipf.tasks as tasks
 
 from sipf.core import Problem, data_dir
 from sipf.tasks import (
+    MBPP_FORMATS,
     COT_EXEMPLARS,
     INSTRUCT_TEMPLATE,
     MBPP_ORDERINGS,
@@ -224,7 +225,8 @@ def test_extract_code(text, expected):
 
 @pytest.fixture(scope='module')
 def mbpp():
-    return load_task('mbpp', DATA / 'mbpp')
+    "sipf's earlier MBPP layout (`pairs`): one prompt per test problem, tests 1 and 2 shown."
+    return load_task('mbpp', DATA / 'mbpp', formats='pairs')
 
 
 @pytest.fixture(scope='module')
@@ -234,7 +236,7 @@ def he():
 
 def test_mbpp_splits_and_orderings(mbpp):
     assert len(mbpp) == 500 and mbpp.problems[0].id == 'mbpp/11' and mbpp.problems[-1].id == 'mbpp/510'
-    train = load_task('mbpp', DATA / 'mbpp', split='train')
+    train = load_task('mbpp', DATA / 'mbpp', split='train', formats='pairs')
     assert len(train) == 2244 and train.problems[0].id == 'mbpp/601#0' and train.problems[5].id == 'mbpp/601#5'
     six = train.problems[:6]
     assert [p.meta['shown_tests'] for p in six] == [[six[0].tests[i], six[0].tests[j]] for i, j in MBPP_ORDERINGS]
@@ -245,6 +247,23 @@ def test_mbpp_splits_and_orderings(mbpp):
         len(load_task('mbpp', DATA / 'mbpp', split='validation')) == 90
         and len(load_task('mbpp', DATA / 'mbpp', split='prompt')) == 10
     )
+
+
+@pytest.mark.parametrize('split,n', [('train', 374), ('test', 500)])
+def test_mbpp_official_formats_by_default(split, n):
+    "Six formats per problem, {0} {1,2} {1} {0,2} {2} {0,1}: three 1-test and three 2-test prompts, official prompt."
+    task = load_task('mbpp', DATA / 'mbpp', split=split)
+    assert len(task) == 6 * n and len({p.meta['task_id'] for p in task.problems}) == n
+    six = task.problems[:6]
+    t = six[0].tests
+    assert [p.meta['shown_tests'] for p in six] == [[t[0]], [t[1], t[2]], [t[1]], [t[0], t[2]], [t[2]], [t[0], t[1]]]
+    assert [p.id for p in six] == [f'{six[0].id[:-2]}#{j}' for j in range(6)] and all(p.tests == t for p in six)
+    assert task.prompt(six[3]) == f"'''\n{six[3].question} Your code should satisfy these tests:\n{t[0]}\n{t[2]}\n'''\n"
+    assert task.prompt(six[3], 'cot') == task.prompt(six[3]) and "\n'''" in task.stop
+    assert all(p.meta['format'] == 'official' for p in task.problems)
+    assert MBPP_FORMATS['official'] == [(0,), (1, 2), (1,), (0, 2), (2,), (0, 1)]
+    with pytest.raises(ValueError, match="unknown MBPP formats 'offical'.*did you mean 'official'"):
+        load_task('mbpp', DATA / 'mbpp', formats='offical')
 
 
 def test_mbpp_prompt_shows_two_tests_judges_three(mbpp):
@@ -561,7 +580,7 @@ def test_humaneval_canonical_pass_and_shuffled_fail(he):
 
 
 def test_mbpp_references_pass_and_shuffled_fail():
-    test = load_task('mbpp', DATA / 'mbpp', split='test')
+    test = load_task('mbpp', DATA / 'mbpp', split='test', orderings=1)
     train = load_task('mbpp', DATA / 'mbpp', split='train', orderings=1)
     problems = test.problems + train.problems
     assert (len(test), len(train)) == (500, 374)
