@@ -21,9 +21,16 @@ class _Result:
 
 def sipf_inproc(capsys, *args):
     "`sipf.cli.main` in this process (fast: no interpreter start-up per error case)."
+    import os
+
     from sipf.cli import main
 
-    code = main(['-q', *args])
+    env = dict(os.environ)
+    try:
+        code = main(['-q', *args])
+    finally:  # `-q` turns progress bars off for the process: not for the tests that follow
+        os.environ.clear()
+        os.environ.update(env)
     out = capsys.readouterr()
     return _Result(code, out.out, out.err)
 

@@ -158,12 +158,26 @@ class _Reads:
         return call
 
 
+def align_on_hand_made_pairs(stages, tmp_path):
+    "A tiny toy M0 rarely yields a pair: the alignment stage is run on gold-vs-slip pairs of the run's own problems."
+    from sipf.core import Pair, write_jsonl
+
+    task = stages.task()
+    pairs = [Pair(p.id, task.prompt(p), p.solution, p.solution.replace('=', '= 1 +', 1)) for p in stages.problems()[:8]]
+    write_jsonl(tmp_path / 'pairs.jsonl', pairs)
+    stages.align(tmp_path / 'aligned', tmp_path / 'run' / 'iter_0' / 'model', tmp_path / 'pairs.jsonl')
+
+
 # Unread in a toy CPU run, and why (each is read elsewhere: the test named)
 NOT_IN_TOY = {
     'sample.backend', 'simulate.backend', 'eval.backend',  # Stages.backend builds 'transformers' only (issue 12)
     'prm.adapter',  # toy PRMs are full-weight; adapters: tests/test_prm.py
     'sample.edit_threshold',  # code tasks only (dedup 'edit'): tests/test_sample.py
     'pairs.min_reward',  # pRFT / w/o OR rows: tests/test_pairs.py, 10_pipeline
+    'align.nll_weight',  # RPO only: test_align_sentinels_reach_trl
+    'sample.n_code',  # code tasks' official quota: tests/test_sample.py
+    'simulate.trust_outcome',  # the binary strategy only: tests/test_simulate.py
+    'pairs.require_incorrect_rejected',  # read once a question has a right path (this M0 has none): tests/test_pairs.py
 }  # fmt: skip
 
 
@@ -171,14 +185,25 @@ def test_every_stage_field_is_read_by_a_run(tmp_path, monkeypatch):
     import sipf.pipeline as pl
 
     reads = _Reads()
-    c = load_config('toy-quick', runs_dir=str(tmp_path), iterations=1, n_eval=16, n_sample=16, n_simulate=8)
+    c = load_config(
+        'toy-quick',
+        runs_dir=str(tmp_path),
+        name='run',
+        iterations=1,
+        n_eval=16,
+        n_sample=16,
+        n_simulate=8,
+        overrides=['align.trace_steps=1'],
+    )
     c = dataclasses.replace(
         c, **{s: reads.wrap(getattr(c, s), s) for s in ('sample', 'simulate', 'prm', 'pairs', 'align', 'eval')}
     )
     for mod, name in [(dataclasses, 'asdict'), (dataclasses, 'replace'), (copy, 'deepcopy'), (pl, 'config_yaml')]:
         monkeypatch.setattr(mod, name, reads.paused(getattr(mod, name)))
     monkeypatch.setattr(pl, '_settings', reads.paused(pl._settings))
-    pl.run(c)
+    rows = pl.run(c)
+    assert rows[-1]['samples'] > 0, rows  # the stages past sampling ran on real paths
+    align_on_hand_made_pairs(pl.Stages(c), tmp_path)
     wanted = {
         f'{s}.{f.name}'
         for s in ('sample', 'simulate', 'prm', 'pairs', 'align', 'eval')
@@ -187,3 +212,58 @@ def test_every_stage_field_is_read_by_a_run(tmp_path, monkeypatch):
     wanted -= {f'{s}.{n}' for s in ('prm', 'align') for n in LOADED}  # load_model's: tested above and in test_models
     missing = wanted - reads.seen - NOT_IN_TOY
     assert not missing, sorted(missing)
+
+
+class _Fixed:
+    "A generation backend answering each training question once rightly (its gold) and once wrongly: every stage runs."
+
+    def __init__(self, problems):
+        self.gold = {p.question: p.solution for p in problems}
+
+    def _paths(self, prompt, n):
+        gold = next(
+            (s for q, s in self.gold.items() if prompt.rstrip().endswith(q + '\nAnswer:') or q in prompt[-400:]), None
+        )
+        wrong = 'Ann: 3 + 4 = 7\nBen: 7 + 1 = 8\nThe answer is 8'
+        return [(gold if gold and i % 2 == 0 else wrong) for i in range(n)]
+
+    def generate(self, prompts, n=1, **kw):
+        from sipf.sample import Generation
+
+        return [[Generation(t, 12, True) for t in self._paths(p, n)] for p in prompts]
+
+
+def test_run_prompt_style_reaches_every_stage(tmp_path):
+    "`prompt_style=cot` (the one key for it) is the prompt of sampling, simulation, the PRM, the pairs and evaluation."
+    import sys
+
+    import sipf.pipeline as pl
+
+    c = load_config(
+        'toy-quick',
+        runs_dir=str(tmp_path),
+        prompt_style='cot',
+        iterations=1,
+        n_sample=4,
+        n_simulate=4,
+        overrides=['pairs.margin=0.0'],
+    )
+    stages, seen, task_of = pl.Stages(c), [], pl.Stages.task
+
+    def recording(task):
+        prompt = task.prompt
+
+        def record(problem, style='instruct'):
+            seen.append((sys._getframe(1).f_globals['__name__'], style))
+            return prompt(problem, style)
+
+        task.prompt = record
+        return task
+
+    stages.task = lambda *a, **kw: recording(task_of(stages, *a, **kw))
+    stages.backend = lambda *a, **kw: _Fixed(task_of(stages).problems)
+    rows = pl.run(c, stages)
+    assert rows[-1]['pairs'] > 0, rows
+    callers = {m for m, _ in seen}
+    assert {'sipf.sample', 'sipf.simulate', 'sipf.prm', 'sipf.pipeline', 'sipf.evaluate'} <= callers, callers
+    assert {s for _, s in seen} == {'cot'}, set(seen)
