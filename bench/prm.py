@@ -40,7 +40,8 @@ from sipf.prm import (
 def mc_labels(task, paths, args, seed):
     if args.labels == 'synthetic':
         return simulated_labels(task, paths, seed=seed)
-    from sipf.models import load_model, toy_m0
+    from sipf.models import load_model
+    from sipf.toy import toy_m0
     from sipf.sample import TransformersBackend
     from sipf.simulate import SimulateConfig, label_paths
 
@@ -56,7 +57,7 @@ def inputs(args) -> dict:
 
 
 def run(args, seed):
-    from sipf.models import toy_config, toy_tokenizer, toy_m0
+    from sipf.toy import toy_config, toy_tokenizer, toy_m0
 
     train, test = load_arith(split='train', n=args.n_train), load_arith(split='val', n=args.n_test)
     tok = toy_tokenizer()

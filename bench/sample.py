@@ -1,7 +1,7 @@
 """sample_paths throughput vs a bare batched `model.generate` loop, same prompts, same model, same settings, in one run.
 
     python bench/sample.py                        # toy policy (random weights), 64 arith questions x 8 samples
-    python bench/sample.py --m0 quick             # the toy M0 of recipe 'quick' (sipf.models.toy_m0, trained once)
+    python bench/sample.py --m0 quick             # the toy M0 of recipe 'quick' (sipf.toy.toy_m0, trained once)
     python bench/sample.py --model runs/x/iter_0/model --questions 128
 
 Both sides generate `n` samples of every question at the same temperature, max_new_tokens, stop strings and batch size
@@ -26,7 +26,8 @@ from pathlib import Path as FilePath
 import torch
 
 from sipf.arith import load_arith
-from sipf.models import load_model, toy_m0, toy_model, toy_tokenizer
+from sipf.models import load_model
+from sipf.toy import toy_m0, toy_model, toy_tokenizer
 from sipf.sample import SampleConfig, TransformersBackend, sample_paths
 
 

@@ -53,7 +53,7 @@ def load_simulator(which: str, args):
 
     model_dir = args.model_dir if which == 'policy' else args.strong_dir
     if model_dir is None:
-        from sipf.models import toy_m0
+        from sipf.toy import toy_m0
 
         model_dir = toy_m0(args.recipe if which == 'policy' else args.strong_recipe)  # trained once, then cached
     model, tok = load_model(model_dir)

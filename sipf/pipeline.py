@@ -113,7 +113,7 @@ TOY_M0_FIELDS = ('epochs', 'lr', 'batch_size', 'eval_every', 'n_eval')  # M0Conf
 
 def _toy_m0_config(c: RunConfig):
     "The `ToyM0Config` of a toy run: its training set and model, plus the `m0` section (what differs from defaults)."
-    import sipf.models as sm
+    import sipf.toy as st
     from sipf.config import M0Config
     from sipf.arith import DEFAULT_N  # the same fixed set the run samples from (`Stages.problems`)
 
@@ -124,18 +124,19 @@ def _toy_m0_config(c: RunConfig):
     default = asdict(M0Config())
     train = {k: v for k, v in asdict(c.m0).items() if k not in skip and v != default[k]}
     n = c.n_train or DEFAULT_N['train']
-    return sm.ToyM0Config(n_train=n, task_seed=task_seed, size=c.toy_size, seed=c.seed, knobs=knobs, train=train, **own)
+    return st.ToyM0Config(n_train=n, task_seed=task_seed, size=c.toy_size, seed=c.seed, knobs=knobs, train=train, **own)
 
 # %% ../nbs/10_pipeline.ipynb #2fc9feef
 def _m0(self, out, train: bool = True):
     import sipf.models as sm
+    import sipf.toy as st
 
     seed_everything(self.c.seed)
     if self.c.model == 'toy' and train:
-        return shutil.copytree(sm.toy_m0(_toy_m0_config(self.c)), out)
+        return shutil.copytree(st.toy_m0(_toy_m0_config(self.c)), out)
     if self.c.model == 'toy':
-        tok = sm.toy_tokenizer()
-        model = sm.toy_model(tok, self.c.toy_size, seed=self.c.seed)
+        tok = st.toy_tokenizer()
+        model = st.toy_model(tok, self.c.toy_size, seed=self.c.seed)
     else:
         opts = dict(lora_opts=self.c.lora, quant=self.c.quant, unsloth=self.c.unsloth)
         model, tok = sm.load_model(self.c.model, adapter=self.c.adapter if train else 'none', **opts)
@@ -297,7 +298,7 @@ def _common(c: RunConfig) -> dict:
 
 
 def _m0_settings(c: RunConfig) -> dict:
-    from sipf.models import recipe_key
+    from sipf.toy import recipe_key
 
     world = recipe_key(_toy_m0_config(c)) if c.model == 'toy' else None  # the toy generator's defaults, recipe version
     policy = dict(model=c.model, adapter=c.adapter, unsloth=c.unsloth, toy_size=c.toy_size)

@@ -28,7 +28,7 @@ from sipf.align import (
     trl_args,
 )
 from sipf.core import Pair, read_jsonl, write_jsonl
-from sipf.models import toy_model, toy_tokenizer
+from sipf.toy import toy_model, toy_tokenizer
 from sipf.tasks import load_task
 
 
@@ -218,7 +218,7 @@ def test_capped_steps_and_recorded_budget(tmp_path):
     c = AlignConfig(objective='sft', max_steps=40, max_epochs=2, batch_size=4, lr=1e-3, logging_steps=1)
     assert [capped_steps(c, n) for n in (1, 6, 1000)] == [1, 3, 40]
     assert capped_steps(AlignConfig(max_steps=-1, max_epochs=2), 10) == -1  # epochs mode untouched
-    from sipf.models import toy_model, toy_tokenizer
+    from sipf.toy import toy_model, toy_tokenizer
 
     tok = toy_tokenizer()
     model_dir = tmp_path / 'm'

@@ -19,7 +19,7 @@ from sipf.sample import (
 
 @pytest.fixture(scope='module')
 def world():
-    from sipf.models import toy_model, toy_tokenizer
+    from sipf.toy import toy_model, toy_tokenizer
 
     torch.set_num_threads(1)
     tok = toy_tokenizer()

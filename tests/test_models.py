@@ -6,20 +6,15 @@ import sys
 import threading
 import pytest
 import torch
-from sipf.models import (
-    SFTTrainConfig,
-    ToyM0Config,
-    LoraOptions,
-    load_model,
-    load_tokenizer,
-    recipe_key,
-    toy_config,
-    toy_m0,
-    toy_model,
-    toy_tokenizer,
-    train_sft,
-    M0_RECIPES,
-)
+from sipf.models import SFTTrainConfig, LoraOptions, load_model, load_tokenizer, train_sft
+from sipf.toy import ToyM0Config, recipe_key, toy_config, toy_m0, toy_model, toy_tokenizer, M0_RECIPES
+
+
+def greedy_complete(model, tok, prompts, max_new_tokens=6):
+    "Greedy completions through the one generation backend (what sampling, evaluation and the toy M0 use)."
+    from sipf.sample import TransformersBackend, greedy_generate
+
+    return greedy_generate(TransformersBackend(model.eval(), tok), prompts, max_new_tokens=max_new_tokens)
 
 
 @pytest.fixture(scope='module')
@@ -28,7 +23,7 @@ def tok():
 
 
 def test_tokenizer_deterministic_across_processes(tok):
-    code = "from sipf.models import toy_tokenizer as t; import json; print(json.dumps(t().get_vocab(), sort_keys=1))"
+    code = "from sipf.toy import toy_tokenizer as t; import json; print(json.dumps(t().get_vocab(), sort_keys=1))"
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == tok.get_vocab()
 
@@ -67,8 +62,6 @@ def test_left_padding_generation_matches_unpadded(tok):
         'Question: Ann has 5 apples.\nAnswer:\n',
         'Question: Ann has 5 apples. Ben has 3 more apples than Ann.\nAnswer:\n',
     ]
-    from sipf.models import greedy_complete
-
     batched = greedy_complete(m, tok, prompts, max_new_tokens=6)
     single = [greedy_complete(m, tok, [p], max_new_tokens=6)[0] for p in prompts]
     assert batched == single
@@ -120,8 +113,6 @@ def test_load_model_token_classification_and_lora(tmp_path, tok):
 
 def test_train_sft_loss_on_completion_only(tmp_path, tok):
     "Trained on one repeated example, the model learns the completion but not the prompt text."
-    from sipf.models import greedy_complete
-
     prompts, comps = ['Question: apples apples apples\nAnswer:\n'] * 32, ['Ann: 3 + 4 = 7\nThe answer is 7'] * 32
     m = toy_model(tok, 'tiny')
     train_sft(

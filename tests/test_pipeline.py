@@ -242,7 +242,7 @@ def test_stage_keys_follow_the_codes_defaults():
 def test_toy_train_set_is_n_train_for_m0_and_every_stage():
     "Generated arith splits have the sizes asked for (not the generator's 2,000 / 300); M0 trains on the run's set."
     from sipf.pipeline import Stages, _toy_m0_config
-    from sipf.models import toy_tasks
+    from sipf.toy import toy_tasks
 
     c = load_config('toy', n_train=2500, n_eval=350)
     s = Stages(c)

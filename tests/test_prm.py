@@ -11,7 +11,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from sipf.core import Path, Problem, StepLabels, data_dir
-from sipf.models import toy_tokenizer
+from sipf.toy import toy_tokenizer
 from sipf.config import LoraOptions, PRMConfig, check_config
 from sipf.prm import (
     aggregate,

@@ -12,7 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import sipf.models
 from sipf.config import LoraOptions, PRMConfig
 from sipf.core import Path, Problem, StepLabels
-from sipf.models import toy_tokenizer
+from sipf.toy import toy_tokenizer
 from sipf.prm import (
     example_row,
     is_answer_line,

@@ -29,7 +29,7 @@ HERE = FilePath(__file__).resolve().parent
 
 def toy_world(seed=0):
     "The toy world's tokenizer and its smallest Llama (random weights)."
-    from sipf.models import toy_tokenizer, toy_model
+    from sipf.toy import toy_tokenizer, toy_model
 
     tok = toy_tokenizer()
     return tok, toy_model(tok, size='tiny', seed=seed).eval()

@@ -365,7 +365,7 @@ class ChatSim:
 
 
 def test_instruct_simulator_gets_a_chat_turn_and_its_boxed_answer_counts():
-    from sipf.models import toy_tokenizer
+    from sipf.toy import toy_tokenizer
     from sipf.simulate import BOXED_PROMPT
 
     tok = toy_tokenizer()
