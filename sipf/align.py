@@ -6,7 +6,6 @@
 from __future__ import annotations
 import argparse
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -17,7 +16,6 @@ from typing import Iterable
 os.environ.setdefault('TRL_EXPERIMENTAL_SILENCE', '1')
 import torch
 import torch.nn.functional as F
-from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 from .core import Pair, check_keys, read_jsonl, seed_everything, write_json
@@ -27,8 +25,8 @@ logger = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['logger', 'PRESETS', 'PAPER_GRID', 'align_preset', 'completion_nll', 'CompletionORPOTrainer', 'preference_rows',
-           'sft_rows', 'trl_args', 'MetricsLogger', 'capped_steps', 'align', 'logp_traces', 'logp_trend', 'plot_logps',
-           'parse_sets', 'main']
+           'sft_rows', 'trl_args', 'capped_steps', 'align', 'logp_traces', 'logp_trend', 'plot_logps', 'parse_sets',
+           'main']
 
 # %% ../nbs/08_align.ipynb #83651e5f
 PRESETS = {
@@ -112,17 +110,7 @@ def trl_args(config: AlignConfig, output_dir, use_cpu: bool | None = None, **ext
     )
 
 # %% ../nbs/08_align.ipynb #57d2140d
-class MetricsLogger(TrainerCallback):
-    "Append every log record of a trainer to `path` (jsonl), tagged with the objective."
-
-    def __init__(self, path, objective: str):
-        self.path, self.objective = FilePath(path), objective
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if not state.is_world_process_zero:
-            return
-        with open(self.path, 'a', encoding='utf-8') as f:
-            f.write(json.dumps({'step': state.global_step, 'objective': self.objective, **(logs or {})}) + '\n')
+from .models import MetricsLogger  # noqa: E402 (the one logger of every trainer; tagged with the objective here)
 
 # %% ../nbs/08_align.ipynb #f99743e6
 def _load(model_path, config: AlignConfig):
@@ -139,7 +127,7 @@ def _train_preference(model, tok, data, config: AlignConfig, out: FilePath, max_
     ds, args = Dataset.from_dict(preference_rows(data)), trl_args(config, out, max_steps=max_steps)
     trace = ds.select(range(min(len(ds), config.trace_pairs))) if config.trace_steps > 0 else None
     cls = CompletionORPOTrainer if config.completion_only_nll else ORPOTrainer
-    callbacks = [MetricsLogger(out / 'metrics.jsonl', config.objective)]
+    callbacks = [MetricsLogger(out / 'metrics.jsonl', objective=config.objective)]
     kw = dict(model=model, args=args, train_dataset=ds, eval_dataset=trace, processing_class=tok, callbacks=callbacks)
     trainer = cls(**kw) if config.objective == 'orpo' else DPOTrainer(**kw)
     quiet_logs(trainer).train()

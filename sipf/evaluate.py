@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from pathlib import Path as FilePath
 from tqdm.auto import tqdm
-from .core import Problem, write_json, write_jsonl
+from .core import Problem, write_json, write_jsonl, progress_off
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ def greedy_completions(
     "One greedy `Generation` per problem, prompted in `style`, stopped at the task's stop strings."
     prompts = [task.prompt(p, style=style) for p in problems]
     out = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc=f'eval {task.name}', unit='batch', disable=not progress):
+    for i in tqdm(
+        range(0, len(prompts), batch_size), desc=f'eval {task.name}', unit='batch', disable=progress_off(progress)
+    ):
         gens = backend.generate(
             prompts[i : i + batch_size], n=1, temperature=0.0, max_new_tokens=max_new_tokens, stop=task.stop
         )

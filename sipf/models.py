@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'default_device', 'default_dtype', 'load_tokenizer', 'require_bnb', 'bnb_config', 'load_model',
-           'precision_flags', 'training_args', 'quiet_logs', 'train_sft']
+           'precision_flags', 'training_args', 'MetricsLogger', 'quiet_logs', 'train_sft']
 
 # %% ../nbs/03_models.ipynb #05e98a89
 def default_device() -> str:
@@ -226,15 +226,17 @@ def training_args(config: TrainConfig, output_dir, args_class=None, use_cpu: boo
     return args_class(**{**kw, **extra})
 
 # %% ../nbs/03_models.ipynb #839226e9
-class _JsonlLogger(TrainerCallback):
-    "Append every log record of the trainer to a metrics.jsonl."
+class MetricsLogger(TrainerCallback):
+    "The one metrics logger of every trainer (M0, PRM, alignment): each log record appended to `path` (jsonl), tagged."
 
-    def __init__(self, path):
-        self.path = FilePath(path)
+    def __init__(self, path, **tags):
+        self.path, self.tags = FilePath(path), tags
 
     def on_log(self, args, state, control, logs=None, **kw):
-        with open(self.path, 'a') as f:
-            f.write(json.dumps({'step': state.global_step, **(logs or {})}) + '\n')
+        if not state.is_world_process_zero:
+            return
+        with open(self.path, 'a', encoding='utf-8') as f:
+            f.write(json.dumps({'step': state.global_step, **self.tags, **(logs or {})}) + '\n')
 
 # %% ../nbs/03_models.ipynb #37af17de
 def _trl_sft_config(config: TrainConfig, output_dir, use_cpu: bool, **extra):
@@ -281,7 +283,7 @@ def train_sft(
         args=args,
         train_dataset=ds,
         processing_class=tokenizer,
-        callbacks=[_JsonlLogger(out / 'metrics.jsonl'), *callbacks],
+        callbacks=[MetricsLogger(out / 'metrics.jsonl'), *callbacks],
     )
     quiet_logs(trainer).train()
     if getattr(config, 'save', True):

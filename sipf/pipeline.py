@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path as FilePath
 from typing import Callable
+from fastcore.basics import patch
 from .core import Path, Pair, read_jsonl, write_json, write_jsonl, seed_everything, atomic_write
 from .config import RunConfig, check_config, config_yaml, load_config, resolve
 from .config import PRESETS, METHOD_TABLE, Method, SECTIONS, apply_override, bundled_configs, config_file  # noqa: F401
@@ -127,7 +128,8 @@ def _toy_m0_config(c: RunConfig):
     return st.ToyM0Config(n_train=n, task_seed=task_seed, size=c.toy_size, seed=c.seed, knobs=knobs, train=train, **own)
 
 # %% ../nbs/10_pipeline.ipynb #2fc9feef
-def _m0(self, out, train: bool = True):
+@patch
+def m0(self: Stages, out, train: bool = True):
     import sipf.models as sm
     import sipf.toy as st
 
@@ -145,9 +147,6 @@ def _m0(self, out, train: bool = True):
     ex = gold_examples(self.task(), self.problems(), self.c.prompt_style)
     sm.train_sft(model, tok, [e['prompt'] for e in ex], [e['completion'] for e in ex], self.c.m0, out)
 
-
-Stages.m0 = _m0
-
 # %% ../nbs/10_pipeline.ipynb #48d53dc5
 BASE_MARKER = 'base.json'  # a `base` step of a hub/local model: the model's name, not a copy of its weights
 
@@ -158,18 +157,17 @@ def model_path(model_dir) -> str:
     return json.loads(marker.read_text())['model'] if marker.exists() else str(model_dir)
 
 
-def _base(self, out):
+@patch
+def base(self: Stages, out):
     "The model before M0's SFT (align.init = 'base'): the toy world's seeded initial model, or a marker naming `model`."
     if self.c.model == 'toy':
         return self.m0(out, train=False)
     out.mkdir(parents=True)
     write_json(out / BASE_MARKER, {'model': self.c.model})
 
-
-Stages.base = _base
-
 # %% ../nbs/10_pipeline.ipynb #4fa78212
-def _sample(self, out, model_dir, k: int = 1, previous=()):
+@patch
+def sample(self: Stages, out, model_dir, k: int = 1, previous=()):
     "Iteration k's paths; `previous` (earlier iterations' samples) sets the official quotas and the dedup."
     from sipf.sample import sample_paths
 
@@ -182,18 +180,17 @@ def _sample(self, out, model_dir, k: int = 1, previous=()):
     sample_paths(self.task(), backend, problems, cfg, out, iteration=k, previous=before or None)
 
 
-def _simulate(self, out, samples, model_dir):
+@patch
+def simulate(self: Stages, out, samples, model_dir):
     from sipf.simulate import label_paths
 
     paths = _subset(read_jsonl(samples, Path), self.c.n_simulate, self.c.seed)
     sim = self.c.simulator or model_dir
     label_paths(self.task(), self.backend(sim, self.c.simulate.backend), paths, self.c.simulate, out)
 
-
-Stages.sample, Stages.simulate = _sample, _simulate
-
 # %% ../nbs/10_pipeline.ipynb #97510906
-def _train_prm(self, out, labels, samples, m0_dir):
+@patch
+def train_prm(self: Stages, out, labels, samples, m0_dir):
     from sipf.core import StepLabels
     from sipf.prm import prm_examples, train_prm
     from sipf.models import load_tokenizer
@@ -207,7 +204,8 @@ def _train_prm(self, out, labels, samples, m0_dir):
     train_prm(str(base), load_tokenizer(str(base)), examples, cfg, out)
 
 
-def _score(self, out, prm_dir, samples):
+@patch
+def score(self: Stages, out, prm_dir, samples):
     from sipf.prm import load_prm, score_paths
     from sipf.models import load_tokenizer
 
@@ -217,11 +215,9 @@ def _score(self, out, prm_dir, samples):
     tok = load_tokenizer(str(prm_dir))
     write_jsonl(out, score_paths(load_prm(prm_dir), tok, self.task(), paths))
 
-
-Stages.train_prm, Stages.score = _train_prm, _score
-
 # %% ../nbs/10_pipeline.ipynb #322945b9
-def _rows(self, data) -> list:
+@patch
+def _rows(self: Stages, data) -> list:
     "What the alignment of this method's row trains on: gold rows, NLL rows of its own paths, or pairs."
     m, cfg = self.c.preset, self.c.pairs
     if m.rows == 'gold':
@@ -234,7 +230,8 @@ def _rows(self, data) -> list:
     return build_pairs(_prompt_of(self.task(), cfg.prompt_style), paths, cfg, feedback=m.feedback)
 
 
-def _pairs(self, out, data=None):
+@patch
+def pairs(self: Stages, out, data=None):
     rows = self._rows(data)
     if not rows:
         log.warning(
@@ -258,7 +255,8 @@ def _accumulated(files) -> list:
     return list(rows.values())
 
 
-def _align(self, out, model_dir, *pairs):
+@patch
+def align(self: Stages, out, model_dir, *pairs):
     from sipf.align import align
 
     rows = _accumulated(pairs)
@@ -266,11 +264,9 @@ def _align(self, out, model_dir, *pairs):
         return shutil.copytree(model_dir, out)  # nothing to learn from: M_k = where it would have started
     align(model_path(model_dir), rows, self.c.align, str(out))
 
-
-Stages._rows, Stages.pairs, Stages.align = _rows, _pairs, _align
-
 # %% ../nbs/10_pipeline.ipynb #10756d50
-def _evaluate(self, out, model_dir):
+@patch
+def evaluate(self: Stages, out, model_dir):
     from sipf.evaluate import evaluate_tasks
 
     cfg = self.c.eval
@@ -278,9 +274,6 @@ def _evaluate(self, out, model_dir):
     be = self.backend(model_dir, cfg.backend, cfg.batch_size)
     opts = dict(style=cfg.prompt_style, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     evaluate_tasks(tasks, be, out, n_problems=self.c.n_eval, **opts)
-
-
-Stages.evaluate = _evaluate
 
 # %% ../nbs/10_pipeline.ipynb #bf4da5e6
 STAGES_VERSION = 3  # bump when a stage computes something different from the same config (3: typed config tree)

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 from transformers import Trainer
-from .core import Path, StepLabels, check_keys, seed_everything, write_json, write_jsonl
+from .core import Path, StepLabels, check_keys, seed_everything, write_json, progress_off
 from .config import PRMConfig, check_config
 from .tasks import answer_match
 from sipf.models import (
@@ -525,10 +525,11 @@ def prm_rows(tokenizer, examples: Sequence[dict], config: PRMConfig) -> list[dic
 
 def prm_trainer(model, tokenizer, rows: Sequence[dict], config: PRMConfig, output_dir) -> Trainer:
     "The `Trainer` of a PRM on tokenised `rows` (log dicts kept out of stdout); `.train()` trains it."
-    from sipf.models import quiet_logs, training_args
+    from sipf.models import MetricsLogger, quiet_logs, training_args
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = [len(r['input_ids']) for r in rows]
+    FilePath(output_dir).mkdir(parents=True, exist_ok=True)
     args = training_args(
         config, output_dir, remove_unused_columns=False, dataloader_pin_memory=torch.cuda.is_available()
     )
@@ -538,6 +539,7 @@ def prm_trainer(model, tokenizer, rows: Sequence[dict], config: PRMConfig, outpu
         train_dataset=list(rows),
         data_collator=lambda b: pad_rows(b, pad_id),
         compute_loss_func=bce_step_loss,
+        callbacks=[MetricsLogger(FilePath(output_dir) / 'metrics.jsonl', stage='prm')],
         sampler=LongestFirstSampler(lengths, config.batch_size, config.seed) if config.longest_first else None,
     )
     return quiet_logs(trainer)
@@ -551,7 +553,6 @@ def _save(model, tokenizer, config: PRMConfig, log_history: list, output_dir):
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     write_json(out / 'prm_config.json', asdict(config))
-    write_jsonl(out / 'metrics.jsonl', log_history)
     model.prm_config = config
     return model
 
@@ -634,7 +635,7 @@ def step_probs(
     enc = [_scoring_row(tokenizer, p, s, config, i) for p, s, i in zip(prompts, steps, row_ids)]
     order = sorted((i for i, (ids, _) in enumerate(enc) if ids), key=lambda i: len(enc[i][0]))
     out = [[] for _ in enc]
-    for b in tqdm(range(0, len(order), batch_size), disable=not progress, desc='PRM scoring', unit='batch'):
+    for b in tqdm(range(0, len(order), batch_size), disable=progress_off(progress), desc='PRM scoring', unit='batch'):
         idx = order[b : b + batch_size]
         batch = pad_rows([{'input_ids': enc[i][0], 'attention_mask': [1] * len(enc[i][0])} for i in idx])
         probs = torch.sigmoid(prm(**{k: v.to(dev) for k, v in batch.items()}).logits[..., 0].float()).cpu()

@@ -28,7 +28,7 @@ import time
 import traceback
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path as FilePath
-from .core import check_keys
+from .core import check_keys, progress_off
 
 log = logging.getLogger(__name__)
 
@@ -538,7 +538,7 @@ def check_programs(
     from tqdm.auto import tqdm  # here, not at the top: workers import this module and should start fast
 
     results, errors = [None] * len(programs), []
-    with tqdm(total=len(programs), disable=not progress, desc='sandbox', unit='check') as bar:
+    with tqdm(total=len(programs), disable=progress_off(progress), desc='sandbox', unit='check') as bar:
         workers = _take_workers(isolation, cfg.tmp_mb, max(1, min(n_workers or os.cpu_count() or 1, len(programs))))
         threads = [
             threading.Thread(target=_drain, args=(w, cfg, programs, todo, results, bar, errors)) for w in workers

@@ -381,7 +381,7 @@ def _offline() -> bool:
 def _no_hub(hub_id: str, why: str) -> DataUnavailable:
     return DataUnavailable(
         f"cannot reach the Hugging Face hub for dataset '{hub_id}' ({why}): pass a local file or directory "
-        "with path=... (task_path in a run config), or set SIPF_DATA to a directory laid out like shared/data"
+        "with path=... (data.<task> in a run config), or set SIPF_DATA to a directory laid out like shared/data"
     )
 
 
