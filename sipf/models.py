@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import warnings
 from dataclasses import asdict
 from pathlib import Path as FilePath
 import torch
@@ -21,6 +22,9 @@ from .core import progress_off, write_json
 from .config import LoraOptions, QuantOptions, SFTTrainConfig, TrainConfig  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
+# transformers 5 renamed gradient_checkpointing to activation_checkpointing; TRL's configs and trainers still use the
+# old names internally and warn on every trainer. Our own arguments use the new name (`training_args`): filtered once.
+warnings.filterwarnings('ignore', message=r'`(is_)?gradient_checkpointing\w*` is deprecated', category=FutureWarning)
 
 # %% auto #0
 __all__ = ['log', 'default_device', 'default_dtype', 'load_tokenizer', 'require_bnb', 'bnb_config', 'load_model',
