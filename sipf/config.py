@@ -75,7 +75,8 @@ class SFTTrainConfig(TrainConfig):
     scheduler: str = 'cosine'
     warmup_ratio: float = 0.03
     batch_size: int = 64
-    completion_only_loss: bool = True  # loss on the completion tokens only (False: on prompt + completion)
+    completion_only_loss: bool = True  # loss on the completion tokens only (False: on prompt + completion, official)
+    packing: bool = False  # pack several rows into one max_length sequence (TRL; the official M0 packs)
     save: bool = True  # save the final model and tokenizer into the output directory
 
 

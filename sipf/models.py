@@ -248,7 +248,10 @@ def _trl_sft_config(config: TrainConfig, output_dir, use_cpu: bool, **extra):
     from trl import SFTConfig
 
     completion_only = getattr(config, 'completion_only_loss', getattr(config, 'completion_only_nll', True))
-    return training_args(config, output_dir, SFTConfig, use_cpu, completion_only_loss=completion_only, **extra)
+    packing = getattr(config, 'packing', False)
+    return training_args(
+        config, output_dir, SFTConfig, use_cpu, completion_only_loss=completion_only, packing=packing, **extra
+    )
 
 
 class _QuietProgress(ProgressCallback):

@@ -152,6 +152,8 @@ def test_objectives_save_model_and_metrics(objective, model_dir, pairs, tmp_path
     assert out == tmp_path / objective and (out / 'tokenizer.json').exists()
     if objective == 'rpo':
         assert (out / 'adapter_config.json').exists()  # LoRA saves the adapter
+        adapter = json.loads((out / 'adapter_config.json').read_text())
+        assert (adapter['r'], adapter['lora_alpha']) == (4, 8)  # the rank the config says (issue 11 item 2)
     else:
         assert (out / 'config.json').exists() and any(out.glob('*.safetensors'))
     assert read_jsonl(out / 'metrics.jsonl')

@@ -267,3 +267,20 @@ def test_run_prompt_style_reaches_every_stage(tmp_path):
     callers = {m for m, _ in seen}
     assert {'sipf.sample', 'sipf.simulate', 'sipf.prm', 'sipf.pipeline', 'sipf.evaluate'} <= callers, callers
     assert {s for _, s in seen} == {'cot'}, set(seen)
+
+
+def test_sft_fields_reach_sftconfig(tmp_path):
+    "M0's own fields (loss on the full text, packing: the official M0) reach TRL's SFTConfig through the one builder."
+    from sipf.models import _trl_sft_config
+
+    args = _trl_sft_config(M0Config(completion_only_loss=False, packing=True), tmp_path, use_cpu=True)
+    assert (args.completion_only_loss, args.packing) == (False, True)
+    c = load_config('gemma2b-gsm8k')  # the GPU configs carry the official budgets
+    assert (c.m0.epochs, c.m0.lr, c.m0.packing, c.align.epochs, c.align.save_strategy, c.prm.epochs) == (
+        8,
+        2e-4,
+        True,
+        8,
+        'epoch',
+        10,
+    )

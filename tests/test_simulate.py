@@ -339,7 +339,6 @@ def test_binary_masks_steps_past_the_first_error_by_default():
         SimulateConfig(after_error='masked')
 
 
-@pytest.mark.xfail(reason='needs the StepLabels.soft change of nbs/00_core (None for an unprobed step)')
 def test_soft_label_of_an_unprobed_step_is_none():
     task = LineTask([Problem('q', 'q', answer='1')])
     steps = ['step 0 ok', 'step 1 bad', 'step 2 ok', 'step 3 ok', 'The answer is 0']
