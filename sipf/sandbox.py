@@ -132,12 +132,16 @@ def _hidden_dirs(points=('/tmp', '/dev/shm')) -> list[str]:
     return [d for d in under if not any(d.startswith(o + '/') for o in under)]
 
 
+_BOUND: list[str] = []  # the interpreter's directories bound back over the private /tmp (a venv under /tmp)
+
+
 def _lock_filesystem(tmp_mb: int):
     "Read-only everything, private writable tmpfs on /tmp and /dev/shm, the interpreter's dirs bound back; check it."
     keep = {d: os.open(d, os.O_PATH | os.O_DIRECTORY) for d in _hidden_dirs()}  # reachable once the tmpfs hides them
     _make_readonly()
     for point, mb in [('/tmp', tmp_mb), ('/dev/shm', 16)]:
         _libc_call('mount', b'tmpfs', point.encode(), b'tmpfs', 0, f'size={mb}m,mode=1777'.encode())
+    _BOUND[:] = list(keep)
     for d, fd in keep.items():
         os.makedirs(d, exist_ok=True)
         _libc_call('mount', f'/proc/self/fd/{fd}'.encode(), d.encode(), None, _MS_BIND | _MS_REC, None)
@@ -313,8 +317,10 @@ def _verdict(
 
 # %% ../nbs/02_sandbox.ipynb #d5e63b33
 def _clear_dir(path: str):
-    "Remove everything inside `path`."
+    "Remove everything inside `path`, except the interpreter's directories bound back read-only (never walked)."
     for entry in os.scandir(path):
+        if any(d == entry.path or d.startswith(entry.path + '/') for d in _BOUND):
+            continue
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)
         else:
