@@ -558,7 +558,7 @@ def _check_shared(raw: dict, c: RunConfig):
         for k in SHARED:
             v, run = (raw.get(s) or {}).get(k), getattr(c, k)
             if isinstance(v, dict):
-                v, run = {f: getattr(run, f) for f in v} | v, {f: getattr(run, f) for f in v}
+                run = {f: getattr(run, f) for f in v}  # a partial section: compare the keys it sets
             if v is not None and v != run:
                 raise ValueError(
                     f"'{s}.{k}' is {v!r} but the run's '{k}' is {getattr(c, k)!r}: set '{k}' at the top level"

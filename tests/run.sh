@@ -22,8 +22,8 @@ nbdev_clean && [ "$(git status --porcelain -- nbs)" = "$(echo "$tracked_before" 
 jupyter nbconvert --to markdown --stdout nbs/index.ipynb 2>/dev/null | cmp -s - README.md \
   && ok "README.md in sync with nbs/index.ipynb" || bad "README.md out of sync (jupyter nbconvert --to markdown --stdout nbs/index.ipynb > README.md)"
 
-ruff check --quiet nbs sipf bench tests setup.py && ok "ruff check" || bad "ruff check (run: ruff check nbs sipf bench tests setup.py)"
-ruff format --check --quiet nbs bench tests setup.py && ok "ruff format" || bad "ruff format (run: ruff format nbs bench tests setup.py)"
+ruff check --quiet . && ok "ruff check" || bad "ruff check (run: ruff check .)"
+ruff format --check --quiet . && ok "ruff format" || bad "ruff format (run: ruff format .)"
 
 nbs=$(cd nbs && ls [0-9]*.ipynb tests_*.ipynb index.ipynb 2>/dev/null | sort -u)
 n_nbs=$(echo "$nbs" | wc -w)
