@@ -196,6 +196,7 @@ class PRMConfig(TrainConfig):
         'official'  # math: question + '\\nPlease reason step by step.\\n' (official); 'task': its prompt
     )
     longest_first: bool = True  # the first batch holds the longest rows: an out-of-memory error comes at step 1
+    holdout: float = 0.08  # share of paths held out to keep the best epoch (official: 8 of every 100); 0 = last epoch
 
     def __post_init__(self):
         choices = dict(answer_step=('exclude', 'include'), label_token=('separator', 'last'))
@@ -204,6 +205,8 @@ class PRMConfig(TrainConfig):
                 raise ValueError(
                     f"config key 'prm.{key}' must be one of {', '.join(valid)}, got {getattr(self, key)!r}"
                 )
+        if not 0 <= self.holdout < 1:
+            raise ValueError(f"config key 'prm.holdout' must be a share in [0, 1), got {self.holdout}")
 
 
 PAIR_STRATEGIES = ('all', 'maxmin')

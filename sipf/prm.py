@@ -8,10 +8,13 @@ import json
 import logging
 import math
 import os
+import random
 import re
+import shutil
 from dataclasses import asdict, replace
 from pathlib import Path as FilePath
 from typing import Sequence
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import Trainer
@@ -30,9 +33,9 @@ __all__ = ['logger', 'OFFICIAL_MATH_PROMPT', 'SLIPS', 'step_spans', 'step_end_to
            'separator_id', 'encode_separated', 'step_inputs', 'left_cut', 'check_labels', 'tokenize_steps', 'pad_rows',
            'bce_step_loss', 'prm_placement', 'prm_model', 'prm_settings', 'is_answer_line', 'prm_inputs', 'step_soft',
            'chunk_labels', 'prm_examples', 'outcome_labels', 'example_row', 'corrupt_steps', 'synthetic_paths',
-           'simulated_labels', 'longest_first', 'LongestFirstSampler', 'prm_rows', 'prm_trainer', 'train_prm',
-           'read_prm_config', 'load_prm', 'step_probs', 'aggregate', 'score_paths', 'step_metrics', 'true_step_labels',
-           'evaluate_prm']
+           'simulated_labels', 'longest_first', 'LongestFirstSampler', 'holdout_split', 'held_step_accuracy',
+           'prm_rows', 'prm_trainer', 'train_prm', 'read_prm_config', 'load_prm', 'step_probs', 'aggregate',
+           'score_paths', 'step_metrics', 'true_step_labels', 'evaluate_prm']
 
 # %% ../nbs/06_prm.ipynb #d7d67d5b
 def step_spans(prompt: str, steps: Sequence[str]) -> list[tuple[int, int]]:
@@ -502,6 +505,28 @@ class LongestFirstSampler(torch.utils.data.Sampler):
         self.epoch += 1
         return iter(order)
 
+# %% ../nbs/06_prm.ipynb #a1f0b7e2
+def holdout_split(n: int, share: float, seed: int = 0, block: int = 100) -> tuple[list[int], list[int]]:
+    "Row indices (train, held out): a seeded `share` of every `block` consecutive rows held out (official: 8 of 100)."
+    rng = random.Random(seed)
+    held = []
+    for start in range(0, n, block):
+        size = min(block, n - start)
+        held += sorted(rng.sample(range(start, start + size), round(share * size)))
+    out = set(held)
+    return [i for i in range(n) if i not in out], held
+
+
+def held_step_accuracy(eval_pred) -> dict:
+    "The best-epoch metric (official `prm.py`): per path, the share of labelled steps judged right at 0.5; the mean."
+    logits, labels = np.asarray(eval_pred.predictions), np.asarray(eval_pred.label_ids)
+    logits = logits[..., 0] if logits.ndim == 3 else logits
+    mask = labels != -100
+    hits = ((logits > 0) == (labels >= 0.5)) & mask
+    per_path = hits.sum(1)[mask.any(1)] / mask.sum(1)[mask.any(1)]
+    return {'step_acc': float(per_path.mean())}
+
+
 # %% ../nbs/06_prm.ipynb #c7593b02
 class _PRMTrainer(Trainer):
     "`transformers.Trainer` with a given training sampler (`LongestFirstSampler`)."
@@ -523,20 +548,40 @@ def prm_rows(tokenizer, examples: Sequence[dict], config: PRMConfig) -> list[dic
     return kept
 
 
-def prm_trainer(model, tokenizer, rows: Sequence[dict], config: PRMConfig, output_dir) -> Trainer:
-    "The `Trainer` of a PRM on tokenised `rows` (log dicts kept out of stdout); `.train()` trains it."
+def _selection_args(held_rows, soft: bool = False) -> dict:
+    "Trainer arguments of the best-epoch choice: evaluate and checkpoint each epoch, reload the best at the end."
+    if not held_rows:
+        return {}
+    return dict(
+        eval_strategy='epoch',
+        save_strategy='epoch',
+        save_total_limit=1,  # the best and the latest checkpoint are kept; both go once the PRM is saved
+        load_best_model_at_end=True,
+        metric_for_best_model='loss' if soft else 'step_acc',  # soft targets: a 0.5 threshold would hide the fit
+        greater_is_better=not soft,
+    )
+
+
+def prm_trainer(model, tokenizer, rows: Sequence[dict], config: PRMConfig, output_dir, held_rows=()) -> Trainer:
+    "The `Trainer` of a PRM on tokenised `rows` (log dicts kept out of stdout); `held_rows` choose the best epoch."
     from sipf.models import MetricsLogger, quiet_logs, training_args
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = [len(r['input_ids']) for r in rows]
     FilePath(output_dir).mkdir(parents=True, exist_ok=True)
     args = training_args(
-        config, output_dir, remove_unused_columns=False, dataloader_pin_memory=torch.cuda.is_available()
+        config,
+        output_dir,
+        remove_unused_columns=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **_selection_args(held_rows, config.soft),
     )
     trainer = _PRMTrainer(
         model=model,
         args=args,
         train_dataset=list(rows),
+        eval_dataset=list(held_rows) or None,
+        compute_metrics=held_step_accuracy if held_rows else None,
         data_collator=lambda b: pad_rows(b, pad_id),
         compute_loss_func=bce_step_loss,
         callbacks=[MetricsLogger(FilePath(output_dir) / 'metrics.jsonl', stage='prm')],
@@ -557,16 +602,39 @@ def _save(model, tokenizer, config: PRMConfig, log_history: list, output_dir):
     return model
 
 # %% ../nbs/06_prm.ipynb #33415f34
+def _split_rows(rows: list[dict], config: PRMConfig) -> tuple[list[dict], list[dict]]:
+    train, held = holdout_split(len(rows), config.holdout, config.seed)
+    if config.holdout and not held:
+        logger.info("PRM: %d paths are too few to hold out %.0f %%; the last epoch is kept", len(rows), 100 * config.holdout)
+    return [rows[i] for i in train], [rows[i] for i in held]
+
+
+def _best_epoch(trainer, n_held: int):
+    "Log the epoch `load_best_model_at_end` reloaded; drop the checkpoints (the saved PRM is that epoch's)."
+    if n_held:
+        name = 'eval_' + trainer.args.metric_for_best_model
+        evals = [h for h in trainer.state.log_history if name in h]
+        sign = 1 if trainer.args.greater_is_better else -1
+        best = max(evals, key=lambda h: sign * h[name])  # max keeps the first of equals, as the Trainer
+        logger.info("PRM: epoch %d of %d kept (held-out %s %.3f on %d paths)", round(best['epoch']), len(evals), name,
+                    best[name], n_held)
+    for ckpt in FilePath(trainer.args.output_dir).glob('checkpoint-*'):
+        shutil.rmtree(ckpt, ignore_errors=True)
+
+
 def train_prm(model_or_path, tokenizer, examples: Sequence[dict], config: PRMConfig | None = None, output_dir='prm'):
     "Train a PRM on labelled `examples` ({prompt, steps, labels[, soft, id]}); save it to `output_dir` and return it."
     config = config or PRMConfig()
     rows = prm_rows(tokenizer, examples, config) if examples else []
     if not rows:
         raise ValueError("no labelled paths to train the PRM on")
-    trainer = prm_trainer(prm_model(model_or_path, config), tokenizer, rows, config, output_dir)
+    train, held = _split_rows(rows, config)
+    trainer = prm_trainer(prm_model(model_or_path, config), tokenizer, train, config, output_dir, held)
     trainer.train()
-    logger.info("PRM trained on %d paths, final loss %s", len(rows), trainer.state.log_history[-1].get('train_loss'))
+    logger.info("PRM trained on %d paths, final loss %s", len(train), trainer.state.log_history[-1].get('train_loss'))
+    _best_epoch(trainer, len(held))
     return _save(trainer.model, tokenizer, config, trainer.state.log_history, output_dir).eval()
+
 
 # %% ../nbs/06_prm.ipynb #6097ad65
 def read_prm_config(path) -> PRMConfig:

@@ -263,3 +263,62 @@ def test_the_first_batch_holds_the_longest_rows(arith, llama_cfg, tok, tmp_path)
     order = longest_first(lengths, 3, seed=0)
     assert order[:3] == sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))[:3]
     assert longest_first(lengths, 3, seed=0, epoch=1) != order
+
+
+# ---------------------------------------------------------------- 10. the best epoch on held-out paths (official)
+
+
+def _train_with_snapshots(monkeypatch, arith, llama_cfg, tok, out, **cfg):
+    "Train a PRM for 3 epochs; the weights at each epoch's end (the ones that epoch's evaluation sees) recorded."
+    from transformers import TrainerCallback
+
+    snaps, make = [], sipf.prm.prm_trainer
+
+    class Snap(TrainerCallback):
+        def on_epoch_end(self, args, state, control, model=None, **kw):
+            snaps.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    def with_snapshots(*a, **k):
+        trainer = make(*a, **k)
+        trainer.add_callback(Snap())
+        return trainer
+
+    monkeypatch.setattr(sipf.prm, 'prm_trainer', with_snapshots)
+    task, paths, labels = arith
+    config = PRMConfig(epochs=3, lr=3e-3, batch_size=4, progress=False, **cfg)
+    prm = train_prm(llama_cfg, tok, prm_examples(task, paths, labels), config, out)
+    return prm, snaps
+
+
+def _same(state, snap):
+    return all(torch.equal(state[k], snap[k]) for k in snap)
+
+
+def test_the_saved_prm_is_the_best_held_out_epoch(arith, llama_cfg, tok, tmp_path, monkeypatch):
+    scores = iter([0.2, 0.9, 0.4])  # epoch 2 is the best: not the last one
+    monkeypatch.setattr(sipf.prm, 'held_step_accuracy', lambda ev: {'step_acc': next(scores)})
+    prm, snaps = _train_with_snapshots(monkeypatch, arith, llama_cfg, tok, tmp_path, holdout=0.25)
+    state = prm.state_dict()
+    assert len(snaps) == 3 and _same(state, snaps[1]) and not _same(state, snaps[2])
+    records = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['eval_step_acc'] for r in records if 'eval_step_acc' in r] == [0.2, 0.9, 0.4]
+    assert not list(tmp_path.glob('checkpoint-*'))  # the checkpoints are gone once the best one is saved
+    reloaded = load_prm(tmp_path).state_dict()
+    assert _same(reloaded, {k: v for k, v in snaps[1].items() if k in reloaded})
+
+
+def test_holdout_zero_keeps_the_last_epoch_and_trains_on_every_path(arith, llama_cfg, tok, tmp_path, monkeypatch):
+    prm, snaps = _train_with_snapshots(monkeypatch, arith, llama_cfg, tok, tmp_path, holdout=0.0)
+    assert len(snaps) == 3 and _same(prm.state_dict(), snaps[2])
+    assert 'eval_step_acc' not in (tmp_path / 'metrics.jsonl').read_text()
+
+
+def test_the_held_out_metric_is_the_official_path_mean():
+    from types import SimpleNamespace
+
+    from sipf.prm import held_step_accuracy
+
+    logits = torch.tensor([[[2.0], [-1.0], [-100.0]], [[0.5], [3.0], [-2.0]], [[-100.0], [-100.0], [-100.0]]])
+    labels = torch.tensor([[1.0, 1.0, -100.0], [0.0, 1.0, 0.0], [-100.0, -100.0, -100.0]])
+    got = held_step_accuracy(SimpleNamespace(predictions=logits.numpy(), label_ids=labels.numpy()))['step_acc']
+    assert math.isclose(got, (1 / 2 + 2 / 3) / 2)  # a path with no labelled step does not count
