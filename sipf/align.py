@@ -24,9 +24,9 @@ from .config import OBJECTIVES, AlignConfig, LoraOptions  # noqa: F401 (re-expor
 logger = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['logger', 'PRESETS', 'PAPER_GRID', 'align_preset', 'completion_nll', 'CompletionORPOTrainer', 'preference_rows',
-           'sft_rows', 'trl_args', 'capped_steps', 'align', 'logp_traces', 'logp_trend', 'plot_logps', 'parse_sets',
-           'main']
+__all__ = ['logger', 'PRESETS', 'PAPER_GRID', 'LN_HALF', 'align_preset', 'log1mexp', 'StableORPOTrainer', 'completion_nll',
+           'CompletionORPOTrainer', 'preference_rows', 'sft_rows', 'trl_args', 'fitting_rows', 'capped_steps', 'align',
+           'logp_traces', 'logp_trend', 'plot_logps', 'parse_sets', 'main']
 
 # %% ../nbs/08_align.ipynb #83651e5f
 PRESETS = {
@@ -53,6 +53,29 @@ def align_preset(name: str, **overrides) -> AlignConfig:
     check_keys('AlignConfig', overrides, [f.name for f in dataclasses.fields(AlignConfig)])
     return AlignConfig(**{**PRESETS[name], **overrides})
 
+# %% ../nbs/08_align.ipynb #d4b8e201
+LN_HALF = -0.6931471805599453  # log(1/2): below it log1p(-exp(x)) is exact, above it log(-expm1(x))
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    "log(1 - exp(x)) for x < 0 with finite gradients: each branch only ever sees inputs it is exact on."
+    low = x < LN_HALF
+    a = torch.log1p(-torch.exp(torch.where(low, x, LN_HALF)))
+    b = torch.log(-torch.expm1(torch.where(low, LN_HALF, x.clamp(max=-1e-30))))
+    return torch.where(low, a, b)
+
+
+class StableORPOTrainer(ORPOTrainer):
+    "TRL's ORPO trainer with an odds ratio whose gradient stays finite when a log-prob nears 0."
+
+    def odds_ratio_loss(self, policy_chosen_logps, policy_rejected_logps):
+        chosen, rejected = policy_chosen_logps.float(), policy_rejected_logps.float()
+        log_odds = (chosen - rejected) - (log1mexp(chosen) - log1mexp(rejected))
+        ratio = F.logsigmoid(log_odds)
+        rewards = [self.beta * x.to(self.accelerator.device).detach() for x in (chosen, rejected)]
+        return self.beta * ratio, *rewards, torch.mean(ratio), torch.mean(log_odds)
+
+
 # %% ../nbs/08_align.ipynb #9cd87f88
 def completion_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     "Mean next-token cross entropy of `logits` (B, T, V) on `labels` (B, ≤T), positions labelled -100 ignored."
@@ -60,7 +83,7 @@ def completion_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten().to(logits.device), ignore_index=-100)
 
 
-class CompletionORPOTrainer(ORPOTrainer):
+class CompletionORPOTrainer(StableORPOTrainer):
     "TRL's ORPO trainer with the NLL term on the chosen completion only (paper Eq. 7)."
 
     def concatenated_forward(self, model, batch):
@@ -110,7 +133,7 @@ def trl_args(config: AlignConfig, output_dir, use_cpu: bool | None = None, **ext
     )
 
 # %% ../nbs/08_align.ipynb #57d2140d
-from .models import MetricsLogger  # noqa: E402 (the one logger of every trainer; tagged with the objective here)
+from .models import MetricsLogger, require_trainable  # noqa: E402 (the one logger of every trainer; tagged with the objective here)
 
 # %% ../nbs/08_align.ipynb #f99743e6
 def _load(model_path, config: AlignConfig):
@@ -126,7 +149,7 @@ def _train_preference(model, tok, data, config: AlignConfig, out: FilePath, max_
 
     ds, args = Dataset.from_dict(preference_rows(data)), trl_args(config, out, max_steps=max_steps)
     trace = ds.select(range(min(len(ds), config.trace_pairs))) if config.trace_steps > 0 else None
-    cls = CompletionORPOTrainer if config.completion_only_nll else ORPOTrainer
+    cls = CompletionORPOTrainer if config.completion_only_nll else StableORPOTrainer
     callbacks = [MetricsLogger(out / 'metrics.jsonl', objective=config.objective)]
     kw = dict(model=model, args=args, train_dataset=ds, eval_dataset=trace, processing_class=tok, callbacks=callbacks)
     trainer = cls(**kw) if config.objective == 'orpo' else DPOTrainer(**kw)
@@ -141,6 +164,32 @@ def _train_sft(model, tok, data, config: AlignConfig, out: FilePath, max_steps: 
     rows = sft_rows(data)
     train_sft(model, tok, rows['prompt'], rows['completion'], config, out, max_steps=max_steps)
     return int(os.environ.get('WORLD_SIZE', 1))
+
+# %% ../nbs/08_align.ipynb #c3a9e101
+def _prompt_tokens(tok, prompt: str) -> int:
+    return len(tok(prompt, add_special_tokens=True)['input_ids'])
+
+
+def fitting_rows(tok, data: list, max_length: int | None) -> list:
+    "Rows whose prompt leaves room for a completion in `max_length` tokens; the others dropped, named in the log."
+    if not max_length:
+        return data
+    long = [r for r in data if _prompt_tokens(tok, _get(r, 'prompt')) >= max_length]
+    if not long:
+        return data
+    ids = ', '.join(str(_get(r, 'problem_id') if _has(r, 'problem_id') else '?') for r in long[:3])
+    if len(long) == len(data):
+        raise ValueError(f"align: every prompt fills align.max_length={max_length} tokens (rows {ids}, ...); raise it")
+    logger.warning(
+        "align: %d of %d rows dropped: the prompt alone fills align.max_length=%d tokens (rows %s%s)",
+        len(long), len(data), max_length, ids, ', ...' if len(long) > 3 else '',
+    )
+    return [r for r in data if r not in long]
+
+
+def _has(r, k) -> bool:
+    return k in r if isinstance(r, dict) else hasattr(r, k)
+
 
 # %% ../nbs/08_align.ipynb #a9708529
 def capped_steps(config: AlignConfig, n_rows: int, world_size: int = 1) -> int:
@@ -162,10 +211,12 @@ def align(model_path, data, config: AlignConfig | None = None, output_dir='align
     config, data, out = config or AlignConfig(), list(data), FilePath(output_dir)
     if not data:
         return _skip(config)
-    steps = capped_steps(config, len(data), int(os.environ.get('WORLD_SIZE', 1)))
     seed_everything(config.seed)
-    out.mkdir(parents=True, exist_ok=True)
     model, tok = _load(model_path, config)
+    require_trainable(model, 'align')
+    data = fitting_rows(tok, data, config.max_length)
+    steps = capped_steps(config, len(data), int(os.environ.get('WORLD_SIZE', 1)))
+    out.mkdir(parents=True, exist_ok=True)
     train = _train_sft if config.objective == 'sft' else _train_preference
     world = train(model, tok, data, config, out, steps)
     if int(os.environ.get('RANK', 0)) == 0:

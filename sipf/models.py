@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings('ignore', message=r'`(is_)?gradient_checkpointing\w*` is deprecated', category=FutureWarning)
 
 # %% auto #0
-__all__ = ['log', 'default_device', 'default_dtype', 'load_tokenizer', 'require_bnb', 'bnb_config', 'load_model',
-           'precision_flags', 'training_args', 'MetricsLogger', 'quiet_logs', 'train_sft']
+__all__ = ['log', 'default_device', 'default_dtype', 'load_tokenizer', 'require_bnb', 'require_trainable', 'bnb_config',
+           'local_or_hub', 'load_model', 'precision_flags', 'training_args', 'MetricsLogger', 'quiet_logs', 'train_sft']
 
 # %% ../nbs/03_models.ipynb #05e98a89
 def default_device() -> str:
@@ -69,6 +69,15 @@ def require_bnb():
         raise ImportError(
             "qlora=True needs bitsandbytes: pip install 'sipf[gpu]' (or pip install bitsandbytes)"
         ) from None
+
+
+def require_trainable(model, stage: str):
+    "Refuse to train a model none of whose weights can learn (a LoRA directory loaded for inference, `adapter: none`)."
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(
+            f"{stage}: every weight of the model is frozen (a LoRA adapter loaded with adapter 'none'), so training "
+            "would change nothing; set adapter: lora (or qlora) to train the adapter"
+        )
 
 
 def bnb_config(quant: QuantOptions, dtype, skip_modules=()):
@@ -129,6 +138,12 @@ def _adapter_flags(adapter: str | None, lora: bool, qlora: bool) -> tuple[bool, 
     return adapter != 'none', adapter == 'qlora'
 
 # %% ../nbs/03_models.ipynb #fc5347e7
+def local_or_hub(name_or_path) -> str:
+    "A local directory as an absolute path (an adapter records its base by it: runs move, cwd changes), else as given."
+    p = FilePath(str(name_or_path)).expanduser()
+    return str(p.resolve()) if p.is_dir() else str(name_or_path)
+
+
 def load_model(
     name_or_path,
     *,
@@ -145,6 +160,7 @@ def load_model(
 ):
     "`(model, tokenizer)` of a hub id or local path: full weights, LoRA, 4-bit QLoRA (`adapter`) or unsloth."
     lora, qlora = _adapter_flags(adapter, lora, qlora)
+    name_or_path = local_or_hub(name_or_path)
     lora_opts = lora_opts or LoraOptions(r=lora_r)
     device = device or default_device()
     dtype = dtype or default_dtype(device)
@@ -281,6 +297,7 @@ def train_sft(
         raise ValueError(
             f"train_sft needs equal, non-empty prompts and completions, got {len(prompts)} and {len(completions)}"
         )
+    require_trainable(model, 'sft')
     out = FilePath(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = _trl_sft_config(config, out, next(model.parameters()).device.type == 'cpu', **extra)

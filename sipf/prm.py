@@ -526,7 +526,6 @@ def held_step_accuracy(eval_pred) -> dict:
     per_path = hits.sum(1)[mask.any(1)] / mask.sum(1)[mask.any(1)]
     return {'step_acc': float(per_path.mean())}
 
-
 # %% ../nbs/06_prm.ipynb #c7593b02
 class _PRMTrainer(Trainer):
     "`transformers.Trainer` with a given training sampler (`LongestFirstSampler`)."
@@ -605,7 +604,9 @@ def _save(model, tokenizer, config: PRMConfig, log_history: list, output_dir):
 def _split_rows(rows: list[dict], config: PRMConfig) -> tuple[list[dict], list[dict]]:
     train, held = holdout_split(len(rows), config.holdout, config.seed)
     if config.holdout and not held:
-        logger.info("PRM: %d paths are too few to hold out %.0f %%; the last epoch is kept", len(rows), 100 * config.holdout)
+        logger.info(
+            "PRM: %d paths are too few to hold out %.0f %%; the last epoch is kept", len(rows), 100 * config.holdout
+        )
     return [rows[i] for i in train], [rows[i] for i in held]
 
 
@@ -616,8 +617,14 @@ def _best_epoch(trainer, n_held: int):
         evals = [h for h in trainer.state.log_history if name in h]
         sign = 1 if trainer.args.greater_is_better else -1
         best = max(evals, key=lambda h: sign * h[name])  # max keeps the first of equals, as the Trainer
-        logger.info("PRM: epoch %d of %d kept (held-out %s %.3f on %d paths)", round(best['epoch']), len(evals), name,
-                    best[name], n_held)
+        logger.info(
+            "PRM: epoch %d of %d kept (held-out %s %.3f on %d paths)",
+            round(best['epoch']),
+            len(evals),
+            name,
+            best[name],
+            n_held,
+        )
     for ckpt in FilePath(trainer.args.output_dir).glob('checkpoint-*'):
         shutil.rmtree(ckpt, ignore_errors=True)
 
@@ -634,7 +641,6 @@ def train_prm(model_or_path, tokenizer, examples: Sequence[dict], config: PRMCon
     logger.info("PRM trained on %d paths, final loss %s", len(train), trainer.state.log_history[-1].get('train_loss'))
     _best_epoch(trainer, len(held))
     return _save(trainer.model, tokenizer, config, trainer.state.log_history, output_dir).eval()
-
 
 # %% ../nbs/06_prm.ipynb #6097ad65
 def read_prm_config(path) -> PRMConfig:

@@ -231,3 +231,51 @@ def test_capped_steps_and_recorded_budget(tmp_path):
     rec = json.loads((out / 'align_config.json').read_text())
     assert rec['max_steps'] == 3 and rec['n_rows'] == 6
     assert max(json.loads(l).get('step', 0) for l in (out / 'metrics.jsonl').read_text().splitlines()) == 3
+
+
+# ------------------------------------------------------------------ what the anchors' users hit (issue 12)
+def test_orpo_odds_ratio_is_finite_on_near_deterministic_completions():
+    "TRL #2564/#4763: near logp = 0 TRL 1.16's loss is finite but its gradient NaN; our trainer's both stay finite."
+    from types import SimpleNamespace
+
+    chosen = torch.tensor([-1e-9, -1e-7, -1e-4, -0.7], requires_grad=True)
+    rejected = torch.tensor([-2.0, -1e-8, -3.0, -1e-9], requires_grad=True)
+    fake = SimpleNamespace(beta=0.1, accelerator=SimpleNamespace(device='cpu'))
+    losses = CompletionORPOTrainer.odds_ratio_loss(fake, chosen, rejected)[0]
+    losses.sum().backward()
+    assert torch.isfinite(losses).all() and torch.isfinite(chosen.grad).all() and torch.isfinite(rejected.grad).all()
+    grads = chosen.grad.clone()
+    chosen.grad = rejected.grad = None
+    ORPOTrainer.odds_ratio_loss(fake, chosen, rejected)[0].sum().backward()  # TRL's own: the check can fail
+    assert torch.isnan(chosen.grad).any()
+    assert torch.allclose(grads[1:], chosen.grad[1:], rtol=1e-4)  # the same where TRL's is finite
+
+
+def test_prompts_that_fill_max_length_are_dropped_by_id(model_dir, pairs, tmp_path, caplog):
+    "TRL #1473: a prompt alone filling max_length leaves an empty completion (NaN); such rows go, named in the log."
+    from sipf.align import fitting_rows
+
+    long = Pair('q-long', pairs[0].prompt * 40, pairs[0].chosen, pairs[0].rejected)
+    tok = toy_tokenizer()
+    with caplog.at_level(logging.WARNING):
+        kept = fitting_rows(tok, [*pairs, long], 128)
+    assert kept == list(pairs) and 'q-long' in caplog.text and '1 of 9 rows dropped' in caplog.text
+    out = align(model_dir, [*pairs, long], _cfg(max_length=128), tmp_path / 'm1')
+    assert json.loads((out / 'align_config.json').read_text())['n_rows'] == len(pairs)
+    losses = [r['loss'] for r in read_jsonl(out / 'metrics.jsonl') if 'loss' in r]
+    assert losses and all(l == l for l in losses)  # no NaN
+    with pytest.raises(ValueError, match='every prompt fills align.max_length=128'):
+        align(model_dir, [long], _cfg(max_length=128), tmp_path / 'm2')
+
+
+def test_a_frozen_adapter_is_refused_with_the_fix(model_dir, pairs, tmp_path):
+    "A LoRA directory loaded with adapter 'none' has no trainable weight: M1 would equal M0 (grad_norm 0) - refused."
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    m = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), LoraConfig(r=4, target_modules=['q_proj']))
+    m.save_pretrained(tmp_path / 'lora')
+    toy_tokenizer().save_pretrained(tmp_path / 'lora')
+    with pytest.raises(ValueError, match='every weight of the model is frozen.*set adapter: lora'):
+        align(tmp_path / 'lora', pairs, _cfg(adapter='none'), tmp_path / 'm1')
+    assert (tmp_path / 'lora' / 'adapter_config.json').exists() and not (tmp_path / 'm1').exists()

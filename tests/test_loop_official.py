@@ -54,3 +54,34 @@ def test_alignment_start_and_accumulated_rows(tmp_path, overrides, starts, rows)
     assert [n for _, n in stages.aligned] == rows
     # iteration 3 samples knowing the samples of iterations 1 and 2 (the official quotas count them)
     assert len(stages.previous) == 2 and all(n.startswith('sample-') for n in stages.previous)
+
+
+def test_m0_adapter_of_a_local_model_has_the_configured_rank(tmp_path, monkeypatch):
+    "Item 2: M0 of a (non-toy) local model saves an adapter of the run's `lora` rank and an absolute base path."
+    import json
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sipf.pipeline import Stages
+    from sipf.toy import toy_tokenizer
+
+    tok, base = toy_tokenizer(), tmp_path / 'base'
+    torch.manual_seed(0)
+    shape = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2
+    )
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **shape)).save_pretrained(base)
+    tok.save_pretrained(base)
+    sets = ['lora.r=12', 'lora.alpha=24', 'lora.dropout=0.0', 'm0.max_steps=1', 'm0.batch_size=4', 'm0.progress=false']
+    monkeypatch.chdir(tmp_path)  # the model named by a relative path, as `model: base` in a config would
+    c = load_config(model='base', adapter='lora', n_train=8, runs_dir='runs', overrides=sets)
+    Stages(c).m0(FilePath('m0'))
+    saved = json.loads((tmp_path / 'm0' / 'adapter_config.json').read_text())
+    assert (saved['r'], saved['lora_alpha'], saved['lora_dropout']) == (12, 24, 0.0)
+    assert saved['base_model_name_or_path'] == str(base.resolve())  # issue 12: never relative to the run's cwd
+    monkeypatch.chdir('/')
+    from sipf.models import load_model
+
+    model, _ = load_model(tmp_path / 'm0')  # from another directory: base + adapter load
+    assert type(model).__name__.startswith('Peft')
