@@ -75,7 +75,6 @@ class StableORPOTrainer(ORPOTrainer):
         rewards = [self.beta * x.to(self.accelerator.device).detach() for x in (chosen, rejected)]
         return self.beta * ratio, *rewards, torch.mean(ratio), torch.mean(log_odds)
 
-
 # %% ../nbs/08_align.ipynb #9cd87f88
 def completion_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     "Mean next-token cross entropy of `logits` (B, T, V) on `labels` (B, ≤T), positions labelled -100 ignored."
@@ -145,7 +144,7 @@ def _load(model_path, config: AlignConfig):
 
 def _train_preference(model, tok, data, config: AlignConfig, out: FilePath, max_steps: int):
     from datasets import Dataset
-    from sipf.models import quiet_logs
+    from sipf.models import quiet_logs, train_resumable
 
     ds, args = Dataset.from_dict(preference_rows(data)), trl_args(config, out, max_steps=max_steps)
     trace = ds.select(range(min(len(ds), config.trace_pairs))) if config.trace_steps > 0 else None
@@ -153,7 +152,7 @@ def _train_preference(model, tok, data, config: AlignConfig, out: FilePath, max_
     callbacks = [MetricsLogger(out / 'metrics.jsonl', objective=config.objective)]
     kw = dict(model=model, args=args, train_dataset=ds, eval_dataset=trace, processing_class=tok, callbacks=callbacks)
     trainer = cls(**kw) if config.objective == 'orpo' else DPOTrainer(**kw)
-    quiet_logs(trainer).train()
+    train_resumable(quiet_logs(trainer))
     trainer.save_model(str(out))
     return trainer.args.world_size
 
@@ -182,14 +181,17 @@ def fitting_rows(tok, data: list, max_length: int | None) -> list:
         raise ValueError(f"align: every prompt fills align.max_length={max_length} tokens (rows {ids}, ...); raise it")
     logger.warning(
         "align: %d of %d rows dropped: the prompt alone fills align.max_length=%d tokens (rows %s%s)",
-        len(long), len(data), max_length, ids, ', ...' if len(long) > 3 else '',
+        len(long),
+        len(data),
+        max_length,
+        ids,
+        ', ...' if len(long) > 3 else '',
     )
     return [r for r in data if r not in long]
 
 
 def _has(r, k) -> bool:
     return k in r if isinstance(r, dict) else hasattr(r, k)
-
 
 # %% ../nbs/08_align.ipynb #a9708529
 def capped_steps(config: AlignConfig, n_rows: int, world_size: int = 1) -> int:

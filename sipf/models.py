@@ -28,7 +28,8 @@ warnings.filterwarnings('ignore', message=r'`(is_)?gradient_checkpointing\w*` is
 
 # %% auto #0
 __all__ = ['log', 'default_device', 'default_dtype', 'load_tokenizer', 'require_bnb', 'require_trainable', 'bnb_config',
-           'local_or_hub', 'load_model', 'precision_flags', 'training_args', 'MetricsLogger', 'quiet_logs', 'train_sft']
+           'local_or_hub', 'load_model', 'precision_flags', 'training_args', 'MetricsLogger', 'quiet_logs',
+           'last_checkpoint', 'train_resumable', 'train_sft']
 
 # %% ../nbs/03_models.ipynb #05e98a89
 def default_device() -> str:
@@ -252,6 +253,12 @@ class MetricsLogger(TrainerCallback):
     def __init__(self, path, **tags):
         self.path, self.tags = FilePath(path), tags
 
+    def on_train_begin(self, args, state, control, **kw):
+        "A run resumed from a checkpoint at step s: the records after s are logged again, so the old ones go."
+        if state.global_step and state.is_world_process_zero and self.path.exists():
+            kept = [l for l in self.path.read_text().splitlines() if json.loads(l).get('step', 0) <= state.global_step]
+            self.path.write_text(''.join(l + '\n' for l in kept))
+
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero:
             return
@@ -286,6 +293,21 @@ def quiet_logs(trainer):
     return trainer
 
 
+def last_checkpoint(output_dir) -> str | None:
+    "The newest `checkpoint-N` a killed training left in `output_dir`, or None."
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if FilePath(output_dir).is_dir() else None
+
+
+def train_resumable(trainer):
+    "`trainer.train()`, resumed from the last checkpoint in its output_dir (weights, optimizer, schedule, RNG, batch)."
+    last = last_checkpoint(trainer.args.output_dir)
+    if last:
+        log.info("resuming training from %s", last)
+    return trainer.train(resume_from_checkpoint=last)
+
+
 def train_sft(
     model, tokenizer, prompts: list[str], completions: list[str], config: TrainConfig, output_dir, callbacks=(), **extra
 ):
@@ -309,7 +331,7 @@ def train_sft(
         processing_class=tokenizer,
         callbacks=[MetricsLogger(out / 'metrics.jsonl'), *callbacks],
     )
-    quiet_logs(trainer).train()
+    train_resumable(quiet_logs(trainer))
     if getattr(config, 'save', True):
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

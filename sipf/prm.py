@@ -24,6 +24,7 @@ from .tasks import answer_match
 from sipf.models import (
     bnb_config,
     require_bnb,
+    train_resumable,
 )  # the one bitsandbytes config (the PRM adds its `score` head to the skip list)
 
 logger = logging.getLogger(__name__)
@@ -611,20 +612,15 @@ def _split_rows(rows: list[dict], config: PRMConfig) -> tuple[list[dict], list[d
 
 
 def _best_epoch(trainer, n_held: int):
-    "Log the epoch `load_best_model_at_end` reloaded; drop the checkpoints (the saved PRM is that epoch's)."
-    if n_held:
-        name = 'eval_' + trainer.args.metric_for_best_model
-        evals = [h for h in trainer.state.log_history if name in h]
-        sign = 1 if trainer.args.greater_is_better else -1
-        best = max(evals, key=lambda h: sign * h[name])  # max keeps the first of equals, as the Trainer
-        logger.info(
-            "PRM: epoch %d of %d kept (held-out %s %.3f on %d paths)",
-            round(best['epoch']),
-            len(evals),
-            name,
-            best[name],
-            n_held,
-        )
+    "Log the epoch `load_best_model_at_end` reloaded; drop the checkpoints made to choose it (the PRM is that epoch's)."
+    if not n_held:
+        return
+    name = 'eval_' + trainer.args.metric_for_best_model
+    evals = [h for h in trainer.state.log_history if name in h]
+    sign = 1 if trainer.args.greater_is_better else -1
+    best = max(evals, key=lambda h: sign * h[name])  # max keeps the first of equals, as the Trainer
+    epoch, n = round(best['epoch']), len(evals)
+    logger.info("PRM: epoch %d of %d kept (held-out %s %.3f on %d paths)", epoch, n, name, best[name], n_held)
     for ckpt in FilePath(trainer.args.output_dir).glob('checkpoint-*'):
         shutil.rmtree(ckpt, ignore_errors=True)
 
@@ -637,7 +633,7 @@ def train_prm(model_or_path, tokenizer, examples: Sequence[dict], config: PRMCon
         raise ValueError("no labelled paths to train the PRM on")
     train, held = _split_rows(rows, config)
     trainer = prm_trainer(prm_model(model_or_path, config), tokenizer, train, config, output_dir, held)
-    trainer.train()
+    train_resumable(trainer)
     logger.info("PRM trained on %d paths, final loss %s", len(train), trainer.state.log_history[-1].get('train_loss'))
     _best_epoch(trainer, len(held))
     return _save(trainer.model, tokenizer, config, trainer.state.log_history, output_dir).eval()

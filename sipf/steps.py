@@ -45,6 +45,14 @@ def _link(target: FilePath, link: FilePath):
     os.replace(tmp, link)
 
 
+def _resumable(partial: FilePath) -> bool:
+    "A killed training stage's partial output with Trainer checkpoints: kept, so that training resumes from them."
+    found = any(partial.glob('checkpoint-*/trainer_state.json'))
+    if found:
+        log.info("%s: resuming from its last training checkpoint", partial)
+    return found
+
+
 def run_step(
     cache: FilePath,
     run_dir: FilePath,
@@ -62,7 +70,7 @@ def run_step(
     if not (home / 'DONE').exists():
         log.info("%s: running (%s)", rel, key)
         partial = out.with_name(out.name + '.partial') if kind == 'dir' else out
-        if kind == 'dir' and partial.exists():
+        if kind == 'dir' and partial.exists() and not _resumable(partial):
             shutil.rmtree(partial)
         home.mkdir(parents=True, exist_ok=True)
         fn(partial, *[i.path for i in inputs])
