@@ -60,6 +60,10 @@ def cmd_run(args) -> str:
     from sipf.pipeline import load_config, run, results_table
 
     config = load_config(args.config, args.overrides)
+    if config.unsloth:  # before transformers / TRL / PEFT are imported: unsloth patches them on import
+        from sipf.core import import_unsloth_first
+
+        import_unsloth_first()
     rows = run(config)
     return f"{results_table(rows)}\n\nrun directory: {FilePath(config.runs_dir) / config.name}"
 

@@ -163,6 +163,7 @@ class SimulateConfig:
     outcome_last: bool = True  # label a final answer step by the path's outcome, without rollouts
     trust_outcome: bool = True  # binary: a path with a right answer is all 1, no search (OmegaPRM)
     prompt_style: str = 'instruct'  # task.prompt style the paths were sampled with (set by the run)
+    load_in_4bit: bool = False  # load the simulator in 4 bits (bitsandbytes; a 7B model ~4 GB instead of ~14 GB)
     backend: str = 'transformers'  # generation backend of the simulator (set by the run's `backend`)
     seed: int = 0  # rollout j of step t of a path is seeded from (seed, path id, t, j) (set by the run)
 
@@ -363,6 +364,7 @@ class RunConfig:
     backend: str = 'transformers'  # generation backend of sampling, simulation and evaluation: 'transformers', 'vllm'
     adapter: str = 'none'  # how the policy trains: 'none' (all weights), 'lora', 'qlora' (4-bit base + LoRA)
     unsloth: bool = False  # load the policy through unsloth's fast path (CUDA only)
+    report_to: str = 'none'  # experiment tracker of every trainer (M0, PRM, alignment): 'tensorboard', 'wandb', ...
     threads: int = 0  # torch CPU threads (0: torch's default; 1 is faster on a busy machine)
     gpu: bool = False  # the config needs a GPU (checked before work)
     runs_dir: str = 'runs'  # where run directories live
@@ -522,6 +524,7 @@ SHARED = (
     'backend',
     'lora',
     'quant',
+    'report_to',
 )  # run-level fields copied into every section that has them
 POLICY_SECTIONS = ('m0', 'align')  # sections that train the policy: they take the run's `adapter` (the PRM has its own)
 CHOICES = dict(backend=('transformers', 'vllm'), adapter=('none', 'lora', 'qlora'))

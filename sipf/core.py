@@ -19,7 +19,7 @@ from typing import Iterable
 # %% auto #0
 __all__ = ['Problem', 'text_id', 'Path', 'StepLabels', 'Pair', 'closest', 'check_keys', 'from_dict', 'coerce_numbers',
            'canonical', 'read_jsonl', 'append_jsonl', 'atomic_write', 'write_jsonl', 'write_json', 'seed_everything',
-           'progress_off', 'data_dir']
+           'progress_off', 'data_dir', 'import_unsloth_first']
 
 # %% ../nbs/00_core.ipynb #b3d171cb
 @dataclass
@@ -261,3 +261,18 @@ def data_dir() -> FilePath:
         if (parent / 'shared' / 'data').is_dir():
             return parent / 'shared' / 'data'
     raise FileNotFoundError("benchmark data not found: set SIPF_DATA or put it at ../shared/data")
+
+# %% ../nbs/00_core.ipynb #f1a2b301
+def import_unsloth_first():
+    "Import unsloth before transformers / TRL / PEFT (it patches them on import; after them it cannot)."
+    import logging
+    import sys
+
+    late = [m for m in ('transformers', 'trl', 'peft') if m in sys.modules and 'unsloth' not in sys.modules]
+    try:
+        import unsloth  # noqa: F401
+    except ImportError:
+        raise ImportError("unsloth: true needs unsloth (CUDA only): pip install 'sipf[unsloth]'") from None
+    if late:
+        logging.getLogger(__name__).warning("unsloth imported after %s: its patches may not apply (run through `sipf run`)", ', '.join(late))
+

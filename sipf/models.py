@@ -28,8 +28,8 @@ warnings.filterwarnings('ignore', message=r'`(is_)?gradient_checkpointing\w*` is
 
 # %% auto #0
 __all__ = ['log', 'default_device', 'default_dtype', 'load_tokenizer', 'require_bnb', 'require_trainable', 'bnb_config',
-           'local_or_hub', 'load_model', 'precision_flags', 'training_args', 'MetricsLogger', 'quiet_logs',
-           'last_checkpoint', 'train_resumable', 'train_sft']
+           'lora_targets', 'local_or_hub', 'load_model', 'precision_flags', 'training_args', 'MetricsLogger',
+           'quiet_logs', 'last_checkpoint', 'train_resumable', 'train_sft']
 
 # %% ../nbs/03_models.ipynb #05e98a89
 def default_device() -> str:
@@ -113,16 +113,28 @@ def _add_lora(model, opts: LoraOptions):
     return peft.get_peft_model(model, cfg)
 
 # %% ../nbs/03_models.ipynb #aa6f567b
+def lora_targets(model, opts: LoraOptions) -> list[str]:
+    "The adapter's module names: as configured, or for 'all-linear' every linear layer's name but the output head."
+    if opts.target_modules != 'all-linear':
+        return [t.strip() for t in str(opts.target_modules).split(',')]
+    names = {n.split('.')[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    return sorted(names - {'lm_head', 'score', 'embed_out'})
+
+
 def _load_unsloth(name_or_path, qlora: bool, lora_opts: LoraOptions, dtype):
-    "unsloth's FastLanguageModel path (CUDA only); the model gets a LoRA adapter."
+    "unsloth's FastLanguageModel path (CUDA only); the model gets a LoRA adapter on every linear layer of its kind."
     if not torch.cuda.is_available():
         raise RuntimeError("unsloth=True needs a CUDA GPU; drop unsloth=True on CPU")
-    try:
-        from unsloth import FastLanguageModel
-    except ImportError:
-        raise ImportError("unsloth=True needs unsloth: pip install 'sipf[unsloth]'") from None
+    from sipf.core import import_unsloth_first
+
+    import_unsloth_first()
+    from unsloth import FastLanguageModel
+
     model, tok = FastLanguageModel.from_pretrained(model_name=str(name_or_path), load_in_4bit=qlora, dtype=dtype)
-    opts = dict(r=lora_opts.r, lora_alpha=lora_opts.alpha, lora_dropout=lora_opts.dropout)
+    if lora_opts.dropout:
+        log.warning("unsloth: lora.dropout %s > 0 turns its fast LoRA kernels off (lora.dropout=0 for speed)", lora_opts.dropout)
+    targets = lora_targets(model, lora_opts)  # unsloth's default list misses Phi's dense / fc1 / fc2
+    opts = dict(r=lora_opts.r, lora_alpha=lora_opts.alpha, lora_dropout=lora_opts.dropout, target_modules=targets)
     model = FastLanguageModel.get_peft_model(model, **opts)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -153,6 +165,7 @@ def load_model(
     qlora: bool = False,
     unsloth: bool = False,
     lora_r: int = 16,
+    four_bit: bool = False,
     lora_opts: LoraOptions | None = None,
     quant: QuantOptions | None = None,
     dtype=None,
@@ -168,9 +181,9 @@ def load_model(
     if unsloth:
         return _load_unsloth(name_or_path, qlora, lora_opts, dtype)
     tok = load_tokenizer(name_or_path)
-    if qlora:
+    if qlora or four_bit:  # four_bit: 4-bit weights for inference (a simulator), no adapter
         require_bnb()
-    bnb = bnb_config(quant or QuantOptions(), dtype) if qlora else None
+    bnb = bnb_config(quant or QuantOptions(), dtype) if qlora or four_bit else None
     model = _from_pretrained(name_or_path, auto_class or AutoModelForCausalLM, dtype, bnb, trainable=lora)
     if bnb is None and device != 'cpu':
         model = model.to(device)

@@ -89,23 +89,24 @@ class Stages:
     def problems(self):
         return self.task().problems[: self.c.n_train]
 
-    def load(self, model_dir):
+    def load(self, model_dir, four_bit: bool = False):
         from sipf.models import load_model
 
-        key = model_path(model_dir)
+        key = (model_path(model_dir), four_bit)
         if key not in self._models:
             self._models.clear()  # one model in memory: the old one goes before the next loads
-            self._models[key] = load_model(key)
+            self._models[key] = load_model(key[0], four_bit=four_bit, quant=self.c.quant)
         return self._models[key]
 
-    def backend(self, model_dir, kind: str = 'transformers', batch_size: int = 64):
+    def backend(self, model_dir, kind: str = 'transformers', batch_size: int = 64, four_bit: bool = False):
         "The stage's generation backend (`sipf.sample.make_backend`): vLLM loads the model itself, once per stage."
         from sipf.sample import make_backend
 
         if kind == 'vllm':
             self._models.clear()  # vLLM takes the GPU: nothing of ours stays resident beside it
-            return make_backend('vllm', model_path(model_dir), batch_size=batch_size, **vllm_options(self.c.vllm))
-        model, tok = self.load(model_dir)
+            opts = {**vllm_options(self.c.vllm), **({'quantization': 'bitsandbytes'} if four_bit else {})}
+            return make_backend('vllm', model_path(model_dir), batch_size=batch_size, **opts)
+        model, tok = self.load(model_dir, four_bit)
         return make_backend('transformers', model, tok, batch_size=batch_size, unsloth=self.c.unsloth or None)
 
 # %% ../nbs/10_pipeline.ipynb #bcfd6652
@@ -186,7 +187,8 @@ def simulate(self: Stages, out, samples, model_dir):
 
     paths = _subset(read_jsonl(samples, Path), self.c.n_simulate, self.c.seed)
     sim = self.c.simulator or model_dir
-    label_paths(self.task(), self.backend(sim, self.c.simulate.backend), paths, self.c.simulate, out)
+    backend = self.backend(sim, self.c.simulate.backend, four_bit=self.c.simulate.load_in_4bit)
+    label_paths(self.task(), backend, paths, self.c.simulate, out)
 
 # %% ../nbs/10_pipeline.ipynb #97510906
 @patch

@@ -284,3 +284,17 @@ def test_sft_fields_reach_sftconfig(tmp_path):
         'epoch',
         10,
     )
+
+
+def test_report_to_is_one_run_level_key_for_every_trainer(tmp_path):
+    "Issue 12: one `report_to` reaches M0's SFT, the PRM and alignment arguments; a section may not say otherwise."
+    from trl import SFTConfig
+    from trl.experimental.orpo import ORPOConfig
+
+    from sipf.models import training_args
+
+    c = load_config('gemma2b-gsm8k', ['report_to=tensorboard'])
+    for section, cls in ((c.m0, SFTConfig), (c.prm, None), (c.align, ORPOConfig)):
+        assert training_args(section, tmp_path, cls, use_cpu=True).report_to == ['tensorboard']
+    with pytest.raises(ValueError, match="'prm.report_to' is 'wandb' but the run's 'report_to' is 'none'"):
+        load_config('gemma2b-gsm8k', ['prm.report_to=wandb'])
