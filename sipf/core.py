@@ -274,5 +274,6 @@ def import_unsloth_first():
     except ImportError:
         raise ImportError("unsloth: true needs unsloth (CUDA only): pip install 'sipf[unsloth]'") from None
     if late:
-        logging.getLogger(__name__).warning("unsloth imported after %s: its patches may not apply (run through `sipf run`)", ', '.join(late))
-
+        logging.getLogger(__name__).warning(
+            "unsloth imported after %s: its patches may not apply (run through `sipf run`)", ', '.join(late)
+        )

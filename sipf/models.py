@@ -132,7 +132,9 @@ def _load_unsloth(name_or_path, qlora: bool, lora_opts: LoraOptions, dtype):
 
     model, tok = FastLanguageModel.from_pretrained(model_name=str(name_or_path), load_in_4bit=qlora, dtype=dtype)
     if lora_opts.dropout:
-        log.warning("unsloth: lora.dropout %s > 0 turns its fast LoRA kernels off (lora.dropout=0 for speed)", lora_opts.dropout)
+        log.warning(
+            "unsloth: lora.dropout %s > 0 turns its fast LoRA kernels off (lora.dropout=0 for speed)", lora_opts.dropout
+        )
     targets = lora_targets(model, lora_opts)  # unsloth's default list misses Phi's dense / fc1 / fc2
     opts = dict(r=lora_opts.r, lora_alpha=lora_opts.alpha, lora_dropout=lora_opts.dropout, target_modules=targets)
     model = FastLanguageModel.get_peft_model(model, **opts)
