@@ -8,7 +8,7 @@ __all__ = ['DEDUP_MODES', 'QUOTA_MODES', 'ROLLOUT_STRATEGIES', 'LABEL_STRATEGIES
            'POLICY_SECTIONS', 'CHOICES', 'LoraOptions', 'QuantOptions', 'TrainConfig', 'SFTTrainConfig', 'M0Config',
            'SampleConfig', 'SimulateConfig', 'PRMConfig', 'PairConfig', 'AlignConfig', 'EvalConfig', 'VLLMOptions',
            'Method', 'parse_methods', 'RunConfig', 'bundled_configs', 'config_file', 'read_config_file',
-           'apply_override', 'config_error', 'check_config', 'resolve', 'load_config', 'config_yaml']
+           'apply_override', 'config_error', 'check_config', 'resolve', 'load_config', 'config_yaml', 'gpu_overrides']
 
 # %% ../nbs/00a_config.ipynb #2a084bc4
 import copy
@@ -585,3 +585,15 @@ def load_config(name_or_path=None, overrides=(), **fields) -> RunConfig:
 def config_yaml(c: RunConfig) -> str:
     "The fully resolved config as YAML: every default written, so the folder alone reproduces the run."
     return OmegaConf.to_yaml(OmegaConf.structured(c))
+
+# %% ../nbs/00a_config.ipynb #ef6c687e
+def gpu_overrides(memory_gb: float, bf16: bool = True, config=None) -> list[str]:
+    "`--set` overrides that fit a bundled GPU config to a card of `memory_gb` (bf16 or not: `precision: auto` picks)."
+    if memory_gb >= 40:
+        return []
+    sets = ['simulate.load_in_4bit=true']
+    for s in ('m0', 'prm', 'align'):
+        batch = getattr(config, s).batch_size if config is not None else 16
+        grad = getattr(config, s).grad_accum if config is not None else 1
+        sets += [f'{s}.batch_size={max(1, batch // 4)}', f'{s}.grad_accum={grad * 4}']
+    return sets + ['eval.batch_size=16']

@@ -51,7 +51,8 @@ def _card(run_dir) -> str:
     results = FilePath(run_dir, 'results.md')
     table = results.read_text() if results.exists() else '(no results yet)'
     config = FilePath(run_dir, 'config.yaml').read_text()
-    return f"# {FilePath(run_dir).name}\n\nTrained with sipf.\n\n## Results\n\n{table}\n\n## Config\n\n```yaml\n{config}```\n"
+    head = f"# {FilePath(run_dir).name}\n\nTrained with sipf.\n\n"
+    return head + f"## Results\n\n{table}\n\n## Config\n\n```yaml\n{config}```\n"
 
 
 def push_folder(folder, repo: str, private: bool = True):
