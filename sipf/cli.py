@@ -11,8 +11,8 @@ import time
 from pathlib import Path as FilePath
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'add_plan_parser', 'cmd_plan', 'parser', 'cmd_run', 'cmd_eval', 'cmd_demo',
-           'quiet_progress', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'add_plan_parser', 'cmd_plan', 'add_export_parser', 'cmd_export', 'parser', 'cmd_run',
+           'cmd_eval', 'cmd_demo', 'quiet_progress', 'main']
 
 # %% ../nbs/11_cli.ipynb #688c2012
 def add_plan_parser(sub):
@@ -34,6 +34,23 @@ def cmd_plan(args) -> str:
 
     config = load_config(args.config, args.overrides)
     return plan_report(config, args.tokens_per_s, args.gpu, args.gpu_memory, args.probe)
+
+# %% ../nbs/11_cli.ipynb #8b7972c5
+def add_export_parser(sub):
+    "The `export` subcommand's arguments."
+    p = sub.add_parser('export', help="a run's final model and datasets in the Hugging Face formats (push by option)")
+    p.add_argument('run_dir', help='a run directory (runs/NAME)')
+    p.add_argument('out', help='where the model, datasets and model card go')
+    p.add_argument('--push-to', metavar='REPO', help='also upload the folder to this hub repository (private)')
+    return p
+
+
+def cmd_export(args) -> str:
+    "`sipf export`: `sipf.export.export_run`."
+    from sipf.export import export_run
+
+    out = export_run(args.run_dir, args.out, push_to=args.push_to)
+    return f"exported {args.run_dir} -> {out}" + (f" (pushed to {args.push_to})" if args.push_to else '')
 
 # %% ../nbs/11_cli.ipynb #380d399e
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument('--runs-dir', default='runs/demo', help='where runs, results and plots go')
     d.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
     add_plan_parser(sub)
+    add_export_parser(sub)
     return p
 
 # %% ../nbs/11_cli.ipynb #03a22c09
@@ -122,10 +140,10 @@ def cmd_demo(args) -> str:
     return f"{table}\n\nresults: {args.runs_dir}/results.md  plots: {args.runs_dir}/plots/"
 
 
-COMMANDS = {'run': cmd_run, 'eval': cmd_eval, 'demo': cmd_demo, 'plan': cmd_plan}
+COMMANDS = {'run': cmd_run, 'eval': cmd_eval, 'demo': cmd_demo, 'plan': cmd_plan, 'export': cmd_export}
 
 # %% ../nbs/11_cli.ipynb #df3bb9fb
-USER_ERRORS = (KeyError, ValueError, FileNotFoundError, ImportError, RuntimeError)
+USER_ERRORS = (KeyError, ValueError, FileNotFoundError, ImportError, RuntimeError, ConnectionError)
 
 
 def quiet_progress():

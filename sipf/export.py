@@ -70,9 +70,8 @@ def push_folder(folder, repo: str, private: bool = True):
 
 def export_run(run_dir, out, push_to: str | None = None, private: bool = True) -> FilePath:
     "The run's final model, datasets (`save_to_disk`) and a model card in `out`; pushed to `push_to` if given."
-    out = FilePath(out)
+    data, out = run_datasets(run_dir), FilePath(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = run_datasets(run_dir)
     if (out / 'model').exists():
         shutil.rmtree(out / 'model')
     shutil.copytree(final_model_dir(run_dir), out / 'model', symlinks=False)

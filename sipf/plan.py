@@ -367,14 +367,15 @@ def generate_memory_gb(
     utilization: float = 0.85,
     dtype_bytes: int = 2,
     a: Assumptions | None = None,
+    four_bit: bool = False,
 ) -> float:
-    "Peak GB of generating `sequences` at a time of up to `seq` tokens; vLLM takes `utilization` of the GPU by design."
+    "Peak GB of generating `sequences` at a time of up to `seq` tokens (`four_bit`: NF4 weights); vLLM takes `utilization`."
     a = a or Assumptions()
     if backend == 'vllm' and gpu_gb:
         return utilization * gpu_gb
     logits = sequences * arch.vocab * 4  # the last position's logits in fp32
     return (
-        arch.params() * dtype_bytes + kv_cache_bytes(arch, sequences, seq, dtype_bytes) + logits
+        weight_bytes(arch, 'qlora' if four_bit else 'none', dtype_bytes) + kv_cache_bytes(arch, sequences, seq, dtype_bytes) + logits
     ) / 1e9 + a.overhead_gb
 
 # %% ../nbs/10c_plan.ipynb #5a0cb1b1
@@ -415,9 +416,9 @@ class Setting:
     def train_gb(self, arch: Arch, cfg: TrainConfig, seq: float, batch=None, head: bool = True) -> float:
         return train_memory_gb(arch, cfg, seq, batch, self.dtype_bytes, head, self.a)
 
-    def generate_gb(self, arch: Arch, backend: str, sequences: int, seq: float) -> float:
-        util = self.c.vllm.gpu_memory_utilization
-        return generate_memory_gb(arch, backend, sequences, seq, self.device.memory_gb, util, self.dtype_bytes, self.a)
+    def generate_gb(self, arch: Arch, backend: str, sequences: int, seq: float, four_bit: bool = False) -> float:
+        util, gb = self.c.vllm.gpu_memory_utilization, self.device.memory_gb
+        return generate_memory_gb(arch, backend, sequences, seq, gb, util, self.dtype_bytes, self.a, four_bit)
 
 # %% ../nbs/10c_plan.ipynb #b93b0538
 def _kept(c: RunConfig, k: int, questions: int, generations: int, a: Assumptions) -> int:
@@ -552,7 +553,7 @@ def simulate_row(s: Setting, k: int, n: dict) -> dict:
     each = min(cfg.max_new_tokens, s.a.rollout_factor * t.solution_tokens)
     seconds = rollouts * each / s.tps(s.simulator, cfg.backend) + _checks(s, t.kind, rollouts)
     seq = t.prompt_tokens + c.sample.max_new_tokens + cfg.max_new_tokens
-    gb = s.generate_gb(s.simulator, cfg.backend, 64, seq)
+    gb = s.generate_gb(s.simulator, cfg.backend, 64, seq, four_bit=cfg.load_in_4bit)
     model = _short(c.simulator) if c.simulator else f'M{k - 1}'
     return _row(
         'simulate',

@@ -134,3 +134,25 @@ def test_quiet_prints_no_progress_bars():
     )
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert r.returncode == 0 and 'library' not in r.stderr and 'ours' not in r.stderr, r.stderr
+
+
+def test_export_writes_hf_formats_and_an_unreachable_hub_is_one_line(tmp_path):
+    "Issue 12: `sipf export RUN OUT --push-to REPO`: model + datasets on disk; no hub: one line, exit 2, export kept."
+    from sipf.core import Pair, write_jsonl
+
+    run = tmp_path / 'run'
+    (run / 'iter_1' / 'model').mkdir(parents=True)
+    (run / 'config.yaml').write_text('name: run\n')
+    (run / 'iter_1' / 'model' / 'config.json').write_text('{}')
+    write_jsonl(run / 'iter_1' / 'pairs.jsonl', [Pair('q1', 'Q', 'a', 'b')])
+    env = {'HF_ENDPOINT': 'http://127.0.0.1:9', 'PATH': '/usr/bin:/bin'}
+    r = subprocess.run(
+        [*SIPF, '-q', 'export', str(run), str(tmp_path / 'out'), '--push-to', 'me/sipf-run'],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.returncode == 2 and r.stderr.strip().count('\n') == 0, r.stderr
+    assert "cannot push to the hub repository 'me/sipf-run'" in r.stderr and 'Traceback' not in r.stderr
+    assert (tmp_path / 'out' / 'model' / 'config.json').exists() and (tmp_path / 'out' / 'datasets').is_dir()
