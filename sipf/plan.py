@@ -369,13 +369,15 @@ def generate_memory_gb(
     a: Assumptions | None = None,
     four_bit: bool = False,
 ) -> float:
-    "Peak GB of generating `sequences` at a time of up to `seq` tokens (`four_bit`: NF4 weights); vLLM takes `utilization`."
+    "Peak GB of generating `sequences` of up to `seq` tokens (`four_bit`: NF4 weights); vLLM takes `utilization`."
     a = a or Assumptions()
     if backend == 'vllm' and gpu_gb:
         return utilization * gpu_gb
     logits = sequences * arch.vocab * 4  # the last position's logits in fp32
     return (
-        weight_bytes(arch, 'qlora' if four_bit else 'none', dtype_bytes) + kv_cache_bytes(arch, sequences, seq, dtype_bytes) + logits
+        weight_bytes(arch, 'qlora' if four_bit else 'none', dtype_bytes)
+        + kv_cache_bytes(arch, sequences, seq, dtype_bytes)
+        + logits
     ) / 1e9 + a.overhead_gb
 
 # %% ../nbs/10c_plan.ipynb #5a0cb1b1
