@@ -60,14 +60,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', required=True)
     r = sub.add_parser('run', help='run (or resume) one method from a config file')
     r.add_argument('config', help='YAML file, or a bundled config name (toy, toy-quick, gemma2b-gsm8k, ...)')
-    r.add_argument(
-        '--set',
-        dest='overrides',
-        action='append',
-        default=[],
-        metavar='KEY=VALUE',
-        help='override a config key (repeatable)',
-    )
+    r.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='override a key')
     e = sub.add_parser('eval', help='greedy accuracy / pass@1 of a saved model on test sets')
     e.add_argument('model', help='model directory or hub id')
     e.add_argument('--task', dest='tasks', action='append', help='test set (repeatable; default arith)')
@@ -81,14 +74,8 @@ def parser() -> argparse.ArgumentParser:
         'demo', help='the toy world end to end on CPU: SIPF x3 next to SFT, RFT, SIOF and the gold control'
     )
     d.add_argument('--quick', action='store_true', help='the ~3 minute version (CI)')
-    d.add_argument(
-        '--seed',
-        dest='seeds',
-        type=int,
-        nargs='+',
-        default=[0],
-        help='one or more seeds (>= 2 gives ± standard errors)',
-    )
+    seeds = 'one or more seeds (>= 2 gives ± standard errors)'
+    d.add_argument('--seed', dest='seeds', type=int, nargs='+', default=[0], help=seeds)
     d.add_argument('--runs-dir', default='runs/demo', help='where runs, results and plots go')
     d.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
     add_plan_parser(sub)

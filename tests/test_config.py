@@ -72,7 +72,7 @@ def test_toy_m0_takes_every_m0_setting():
     from sipf.pipeline import _toy_m0_config
     from sipf.models import SFTTrainConfig
 
-    c = load_config('toy', ['m0.max_grad_norm=0.7', 'm0.lr=1e-3', 'm0.report_to=tensorboard'])
+    c = load_config('toy', ['m0.max_grad_norm=0.7', 'm0.lr=1e-3', 'report_to=tensorboard'])
     recipe = _toy_m0_config(c)
     assert recipe.lr == 1e-3 and recipe.train == {'max_grad_norm': 0.7, 'report_to': 'tensorboard'}
     args = training_args(SFTTrainConfig(**recipe.train), '/tmp/x', SFTConfig, use_cpu=True)
@@ -246,7 +246,7 @@ def test_run_prompt_style_reaches_every_stage(tmp_path):
         iterations=1,
         n_sample=4,
         n_simulate=4,
-        overrides=['pairs.margin=0.0'],
+        overrides=['pairs.margin=0.0', 'align.max_length=4096'],  # few-shot prompts are ~1,600 toy tokens
     )
     stages, seen, task_of = pl.Stages(c), [], pl.Stages.task
 

@@ -104,7 +104,12 @@ def test_cli_plan_is_fast_and_imports_no_torch():
 
 
 def _one_line_error(capsys, args, needle):
-    assert main(['-q', *args]) == 2
+    env = dict(os.environ)
+    try:
+        assert main(['-q', *args]) == 2
+    finally:  # `-q` turns progress bars off for the whole process: not for the tests that follow
+        os.environ.clear()
+        os.environ.update(env)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('sipf: error: ') and needle in err[0], err
 
