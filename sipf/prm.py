@@ -612,15 +612,11 @@ def _split_rows(rows: list[dict], config: PRMConfig) -> tuple[list[dict], list[d
 
 
 def _best_epoch(trainer, n_held: int):
-    "Log the epoch `load_best_model_at_end` reloaded; drop the checkpoints made to choose it (the PRM is that epoch's)."
+    "Log the checkpoint `load_best_model_at_end` reloaded; drop the checkpoints made to choose it."
     if not n_held:
         return
-    name = 'eval_' + trainer.args.metric_for_best_model
-    evals = [h for h in trainer.state.log_history if name in h]
-    sign = 1 if trainer.args.greater_is_better else -1
-    best = max(evals, key=lambda h: sign * h[name])  # max keeps the first of equals, as the Trainer
-    epoch, n = round(best['epoch']), len(evals)
-    logger.info("PRM: epoch %d of %d kept (held-out %s %.3f on %d paths)", epoch, n, name, best[name], n_held)
+    st, name = trainer.state, trainer.args.metric_for_best_model
+    logger.info("PRM: step %s kept (held-out %s %.3f on %d paths)", st.best_global_step, name, st.best_metric, n_held)
     for ckpt in FilePath(trainer.args.output_dir).glob('checkpoint-*'):
         shutil.rmtree(ckpt, ignore_errors=True)
 
