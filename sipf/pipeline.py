@@ -16,7 +16,7 @@ from pathlib import Path as FilePath
 from typing import Callable
 from fastcore.basics import patch
 from .core import Path, Pair, read_jsonl, write_json, write_jsonl, seed_everything, atomic_write
-from .config import RunConfig, check_config, config_yaml, load_config, resolve
+from .config import SOLVER, RunConfig, check_config, config_yaml, load_config, resolve
 from .config import PRESETS, METHOD_TABLE, Method, SECTIONS, apply_override, bundled_configs, config_file  # noqa: F401
 from .steps import Step, run_step, step_key  # noqa: F401
 from .report import collect, plot_iterations, results_table, row_name, seed_table, summary, _plot_rows, _plot_logps
@@ -186,8 +186,13 @@ def simulate(self: Stages, out, samples, model_dir):
     from sipf.simulate import label_paths
 
     paths = _subset(read_jsonl(samples, Path), self.c.n_simulate, self.c.seed)
-    sim = self.c.simulator or model_dir
-    backend = self.backend(sim, self.c.simulate.backend, four_bit=self.c.simulate.load_in_4bit)
+    if self.c.simulator == SOLVER:  # the toy world's strong simulator: programmatic, no model (sipf.solver)
+        from sipf.solver import ArithSolver
+
+        backend = ArithSolver(self.c.simulate.slip)
+    else:
+        sim = self.c.simulator or model_dir
+        backend = self.backend(sim, self.c.simulate.backend, four_bit=self.c.simulate.load_in_4bit)
     label_paths(self.task(), backend, paths, self.c.simulate, out)
 
 # %% ../nbs/10_pipeline.ipynb #97510906
@@ -374,7 +379,7 @@ def sweep(base: RunConfig, values, key: str = 'align.beta', task: str | None = N
 # %% ../nbs/10_pipeline.ipynb #9701c97a
 def check_model(name: str):
     "Raise one clear line when `name` is neither 'toy', a local model directory, nor a reachable hub id."
-    if name in ('', 'toy') or FilePath(name).is_dir():
+    if name in ('', 'toy', SOLVER) or FilePath(name).is_dir():
         return
     if name.startswith(('.', '/', '~')) or not re.fullmatch(r'[\w.-]+(/[\w.-]+)?', name):
         raise ValueError(f"unknown model '{name}': not a local directory nor a hub id")
@@ -404,6 +409,8 @@ def check_run(c: RunConfig, stages) -> None:
             raise RuntimeError(f"config '{c.name}' is a GPU config and no CUDA device is visible")
     for name in (c.model, c.simulator, c.verifier):
         check_model(name)
+    if c.simulator == SOLVER and c.task != 'arith':
+        raise ValueError(f"simulator '{SOLVER}' continues toy-world (arith) solutions only, not task '{c.task}'")
     if hasattr(stages, 'task'):
         if not stages.problems():
             raise ValueError(f"task '{c.task}' has no training problems")

@@ -28,8 +28,9 @@ from .sample import TransformersBackend, greedy_generate
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'SPECIAL_TOKENS', 'TOY_SIZES', 'M0_RECIPES', 'RECIPE_VERSION', 'toy_tokenizer', 'toy_config', 'toy_model',
-           'greedy_accuracy', 'ToyM0Config', 'cache_root', 'recipe_key', 'toy_m0', 'toy_tasks']
+__all__ = ['log', 'SPECIAL_TOKENS', 'TOY_SIZES', 'M0_RECIPES', 'RECIPE_VERSION', 'BASE_RECIPES', 'toy_tokenizer', 'toy_config',
+           'toy_model', 'greedy_accuracy', 'ToyM0Config', 'cache_root', 'recipe_key', 'build_once', 'toy_m0',
+           'toy_tasks', 'ToyBaseConfig', 'narrative', 'base_corpus', 'toy_base']
 
 # %% ../nbs/03a_toy.ipynb #000aa9c4
 SPECIAL_TOKENS = ['<pad>', '<unk>', '<s>', '</s>']
@@ -125,6 +126,7 @@ class ToyM0Config:
     eval_every: int = 0  # log held-out greedy accuracy every this many steps (0: never)
     n_eval: int = 200  # held-out (val split) problems for that accuracy
     threads: int = 0  # torch CPU threads while training (0: leave torch's setting)
+    base: str = ''  # a recipe of BASE_RECIPES to start from (the pretrained toy base); '' = random weights
     knobs: dict = dataclasses.field(default_factory=dict)  # arith knobs (ArithConfig fields)
     train: dict = dataclasses.field(
         default_factory=dict
@@ -152,6 +154,7 @@ def recipe_key(config: ToyM0Config) -> str:
 
     world = asdict(ArithConfig(**config.knobs))
     recipe = {k: v for k, v in canonical(config).items() if not (k == 'train' and not v)}  # no overrides: the old key
+    recipe = {k: v for k, v in recipe.items() if not (k == 'base' and not v)}  # from random weights: the old key
     blob = json.dumps({'v': RECIPE_VERSION, **recipe, 'world': world}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -172,11 +175,11 @@ class _GreedyEval(TrainerCallback):
         log.info("step %d: held-out greedy accuracy %.3f", state.global_step, acc)
 
 
-def _train_m0(config: ToyM0Config, out: FilePath) -> FilePath:
+def _train_m0(config: ToyM0Config, out: FilePath, base: FilePath | None = None) -> FilePath:
     train, _ = toy_tasks(config, n_test=0)
     tok = toy_tokenizer()
     seed_everything(config.seed)
-    model = toy_model(tok, config.size, seed=config.seed)
+    model = toy_model(tok, config.size, seed=config.seed) if base is None else load_model(base, device='cpu')[0]
     base = dict(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed, logging_steps=16)
     sft = SFTTrainConfig(**{**base, **config.train})
     cbs = (
@@ -244,12 +247,10 @@ def _recipe(config) -> ToyM0Config:
     return M0_RECIPES[config]
 
 
-def toy_m0(config: ToyM0Config | str = 'policy', cache_dir=None, n_test: int = 300) -> FilePath:
-    "Directory of the toy M0 of recipe `config` (a `ToyM0Config` or a name in `M0_RECIPES`); trained once, cached."
-    config = _recipe(config)
-    root = cache_root(cache_dir)
+def build_once(final: FilePath, build) -> FilePath:
+    "`final`, made once across processes: `build(tmp)` fills a temporary directory, renamed when it wrote eval.json."
+    root = final.parent
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f'm0-{config.size}-{recipe_key(config)}'
     with _file_lock(root / f'.{final.name}.lock'):
         if (final / 'eval.json').exists():
             return final
@@ -258,19 +259,31 @@ def toy_m0(config: ToyM0Config | str = 'policy', cache_dir=None, n_test: int = 3
                 shutil.rmtree(stale, ignore_errors=True)
         tmp = FilePath(tempfile.mkdtemp(dir=root, prefix=f'.{final.name}.'))
         try:
-            t0 = time.time()
-            with _torch_threads(config.threads):
-                _train_m0(config, tmp)
-            write_json(
-                tmp / 'eval.json', {**_evaluate_m0(tmp, config, n_test), 'train_seconds': round(time.time() - t0, 1)}
-            )
-            write_json(tmp / 'recipe.json', asdict(config))
+            build(tmp)
             if final.exists():
                 shutil.rmtree(final)
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    return final
+
+
+def toy_m0(config: ToyM0Config | str = 'policy', cache_dir=None, n_test: int = 300) -> FilePath:
+    "Directory of the toy M0 of recipe `config` (a `ToyM0Config` or a name in `M0_RECIPES`); trained once, cached."
+    config = _recipe(config)
+    base = toy_base(config.base, cache_dir) if config.base else None
+
+    def build(tmp):
+        t0 = time.time()
+        with _torch_threads(config.threads):
+            _train_m0(config, tmp, base)
+        write_json(
+            tmp / 'eval.json', {**_evaluate_m0(tmp, config, n_test), 'train_seconds': round(time.time() - t0, 1)}
+        )
+        write_json(tmp / 'recipe.json', asdict(config))
+
+    final = build_once(cache_root(cache_dir) / f'm0-{config.size}-{recipe_key(config)}', build)
     log.info("toy M0 %s: %s", final, json.loads((final / 'eval.json').read_text()))
     return final
 
@@ -282,3 +295,65 @@ def toy_tasks(config: ToyM0Config | str = 'policy', n_test: int = 300):
         load_task('arith', split='train', n=config.n_train, seed=config.task_seed, **config.knobs),
         load_task('arith', split='test', n=n_test, **config.knobs),
     )
+
+# %% ../nbs/03a_toy.ipynb #651e4cbe
+@dataclass
+class ToyBaseConfig:
+    "Recipe of the toy base: next-token prediction on arith narratives (no Q/A format), from random weights."
+
+    n_texts: int = 20000  # narratives in the corpus
+    corpus_seed: int = 1000  # generator seed of their problems (gold sets use the task's seed, 0 by default)
+    size: str = 'policy'  # toy model size (see TOY_SIZES)
+    epochs: float = 1.0
+    lr: float = 3e-3
+    batch_size: int = 64
+    seed: int = 0  # model init and data order
+    threads: int = 0  # torch CPU threads while training (0: leave torch's setting)
+    knobs: dict = dataclasses.field(
+        default_factory=lambda: dict(min_steps=1, max_steps=4, max_distractors=2, max_value=40, base_max=20)
+    )  # the corpus' world (ArithConfig fields): broader than any one task's
+
+
+BASE_RECIPES = {'base': ToyBaseConfig(), 'base-tiny': ToyBaseConfig(n_texts=256, size='tiny')}  # tiny: tests
+
+
+def narrative(problem) -> str:
+    "A problem as plain text: facts and question, the solution's equations as sentences, the result; no Q/A format."
+    *lines, _ = problem.solution.split('\n')
+    return ' '.join([problem.question, *(f"{line}." for line in lines), f"That makes {problem.answer}."])
+
+
+def base_corpus(config: ToyBaseConfig) -> list[str]:
+    "The base's training texts (train-split problems of `corpus_seed`)."
+    task = load_task('arith', split='train', n=config.n_texts, seed=config.corpus_seed, **config.knobs)
+    return [narrative(p) for p in task.problems]
+
+# %% ../nbs/03a_toy.ipynb #e4b49560
+def _train_base(config: ToyBaseConfig, out: FilePath):
+    tok = toy_tokenizer()
+    seed_everything(config.seed)
+    model = toy_model(tok, config.size, seed=config.seed)
+    sft = SFTTrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed)
+    texts = base_corpus(config)
+    return train_sft(model, tok, [''] * len(texts), texts, sft, out)
+
+
+def toy_base(config: ToyBaseConfig | str = 'base', cache_dir=None) -> FilePath:
+    "Directory of the toy base of recipe `config` (a `ToyBaseConfig` or a name in `BASE_RECIPES`); trained once."
+    if isinstance(config, str):
+        if config not in BASE_RECIPES:
+            raise ValueError(
+                f"unknown toy base '{config}'{closest(config, BASE_RECIPES)}; known: {', '.join(BASE_RECIPES)}"
+            )
+        config = BASE_RECIPES[config]
+    blob = json.dumps({'v': RECIPE_VERSION, **canonical(config)}, sort_keys=True, default=str)
+
+    def build(tmp):
+        t0 = time.time()
+        with _torch_threads(config.threads):
+            _train_base(config, tmp)
+        write_json(tmp / 'recipe.json', asdict(config))
+        write_json(tmp / 'eval.json', {'train_seconds': round(time.time() - t0, 1), 'n_texts': config.n_texts})
+
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return build_once(cache_root(cache_dir) / f'base-{config.size}-{key}', build)
