@@ -89,6 +89,7 @@ class M0Config(SFTTrainConfig):
     logging_steps: int = 16
     eval_every: int = 0  # toy world: log held-out greedy accuracy every this many steps (0: never)
     n_eval: int = 200  # toy world: held-out (val split) problems for that accuracy
+    base: str = ''  # toy world: the pretrained toy base M0 starts from (sipf.toy.BASE_RECIPES); '' = random weights
 
 # %% ../nbs/00a_config.ipynb #0675e874
 DEDUP_MODES = ('auto', 'equations', 'edit', 'ratio', 'text')

@@ -110,7 +110,8 @@ class Stages:
         return make_backend('transformers', model, tok, batch_size=batch_size, unsloth=self.c.unsloth or None)
 
 # %% ../nbs/10_pipeline.ipynb #bcfd6652
-TOY_M0_FIELDS = ('epochs', 'lr', 'batch_size', 'eval_every', 'n_eval')  # M0Config fields a ToyM0Config carries itself
+# M0Config fields a ToyM0Config carries itself
+TOY_M0_FIELDS = ('epochs', 'lr', 'batch_size', 'eval_every', 'n_eval', 'base')
 
 
 def _toy_m0_config(c: RunConfig):

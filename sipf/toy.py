@@ -301,7 +301,7 @@ def toy_tasks(config: ToyM0Config | str = 'policy', n_test: int = 300):
 class ToyBaseConfig:
     "Recipe of the toy base: next-token prediction on arith narratives (no Q/A format), from random weights."
 
-    n_texts: int = 20000  # narratives in the corpus
+    n_texts: int = 8000  # narratives in the corpus (125 steps of 64)
     corpus_seed: int = 1000  # generator seed of their problems (gold sets use the task's seed, 0 by default)
     size: str = 'policy'  # toy model size (see TOY_SIZES)
     epochs: float = 1.0
