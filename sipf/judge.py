@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Callable
-from .core import atomic_write, read_jsonl, write_json
+from tqdm.auto import tqdm
+from .core import atomic_write, progress_off, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,10 @@ def hf_judge(model, tokenizer=None, max_new_tokens: int = 96, batch_size: int = 
     backend = make_backend('transformers', model, tokenizer, batch_size=batch_size)
 
     def complete(prompts):
-        chats = [chat_prompt(backend.tokenizer, p) for p in prompts]
-        return greedy_generate(backend, chats, max_new_tokens=max_new_tokens)
+        chats, replies = [chat_prompt(backend.tokenizer, p) for p in prompts], []
+        for i in tqdm(range(0, len(chats), batch_size), desc='judge', unit='batch', disable=progress_off()):
+            replies += greedy_generate(backend, chats[i : i + batch_size], max_new_tokens=max_new_tokens)
+        return replies
 
     return LMJudge(complete, name=str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__)
 
@@ -261,7 +264,8 @@ def endpoint_judge(
 
     def complete(prompts):
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            return list(pool.map(chat, prompts))
+            replies = pool.map(chat, prompts)
+            return list(tqdm(replies, total=len(prompts), desc='judge', unit='reply', disable=progress_off()))
 
     return LMJudge(complete, name=f'{model} @ {base_url}')
 
