@@ -40,8 +40,8 @@ def _rank(model_dir) -> int:
 
 def _check_iteration(run, k: int, config):
     it = run / f'iter_{k}'
-    for name in ('samples', 'labels', 'scored', 'pairs'):
-        _nonempty_jsonl(it / f'{name}.jsonl')
+    for name in ('samples', 'labels', 'scored') + (('pairs',) if k == 1 else ()):
+        _nonempty_jsonl(it / f'{name}.jsonl')  # later iterations may add no pair: ORPO trains on the accumulated ones
     assert not (it / 'prm' / 'EMPTY').exists(), f"iteration {k}: no PRM was trained"
     assert _rank(it / 'prm') == config.lora.r
     assert _rank(it / 'model') == config.lora.r
