@@ -11,8 +11,9 @@ import time
 from pathlib import Path as FilePath
 
 # %% auto #0
-__all__ = ['COMMANDS', 'USER_ERRORS', 'add_plan_parser', 'cmd_plan', 'add_export_parser', 'cmd_export', 'add_judge_parser',
-           'cmd_judge', 'parser', 'cmd_run', 'cmd_eval', 'cmd_demo', 'quiet_progress', 'main']
+__all__ = ['COMMANDS', 'USER_ERRORS', 'add_plan_parser', 'cmd_plan', 'add_export_parser', 'cmd_export', 'add_run_parser',
+           'add_judge_parser', 'cmd_judge', 'parser', 'run_config', 'cmd_run', 'cmd_eval', 'cmd_demo', 'quiet_progress',
+           'main']
 
 # %% ../nbs/11_cli.ipynb #688c2012
 def add_plan_parser(sub):
@@ -51,6 +52,17 @@ def cmd_export(args) -> str:
 
     out = export_run(args.run_dir, args.out, push_to=args.push_to)
     return f"exported {args.run_dir} -> {out}" + (f" (pushed to {args.push_to})" if args.push_to else '')
+
+# %% ../nbs/11_cli.ipynb #ea256749
+def add_run_parser(sub):
+    "The `run` subcommand's arguments."
+    r = sub.add_parser('run', help='run (or resume) one method from a config file')
+    r.add_argument('config', help='YAML file, or a bundled config name (toy, toy-quick, gemma2b-gsm8k, ...)')
+    r.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='override a key')
+    r.add_argument('--rehearse', action='store_true', help='the same config on CPU with tiny stand-in models, minutes')
+    r.add_argument('--data', default=None, help='local benchmark files (the layout of $SIPF_DATA); no hub access')
+    r.add_argument('--workdir', default=None, help='--rehearse: where stand-ins and runs go (default runs/rehearse)')
+    return r
 
 # %% ../nbs/11_cli.ipynb #b7fe37a8
 def add_judge_parser(sub):
@@ -93,9 +105,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='sipf', description='Self-Iterative Process Feedback for small language models.')
     p.add_argument('-q', '--quiet', action='store_true', help='only warnings and the final summary')
     sub = p.add_subparsers(dest='command', required=True)
-    r = sub.add_parser('run', help='run (or resume) one method from a config file')
-    r.add_argument('config', help='YAML file, or a bundled config name (toy, toy-quick, gemma2b-gsm8k, ...)')
-    r.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE', help='override a key')
+    add_run_parser(sub)
     e = sub.add_parser('eval', help='greedy accuracy / pass@1 of a saved model on test sets')
     e.add_argument('model', help='model directory or hub id')
     e.add_argument('--task', dest='tasks', action='append', help='test set (repeatable; default arith)')
@@ -119,11 +129,29 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/11_cli.ipynb #03a22c09
-def cmd_run(args) -> str:
-    "`sipf run`: `sipf.pipeline.run` on the loaded config; the run's table."
-    from sipf.pipeline import load_config, run, results_table
+def run_config(args):
+    "The config `sipf run` runs: the file with `--set` overrides, or its rehearsal (`sipf.rehearse.rehearsal_config`)."
+    import os
+    from sipf.pipeline import load_config
 
-    config = load_config(args.config, args.overrides)
+    if args.data and not FilePath(args.data).is_dir():
+        raise FileNotFoundError(f"--data {args.data}: no such directory")
+    if not args.rehearse:
+        if args.workdir:
+            raise ValueError("--workdir is where a rehearsal goes: use it with --rehearse (a run goes to runs_dir)")
+        if args.data:
+            os.environ['SIPF_DATA'] = str(FilePath(args.data).resolve())
+        return load_config(args.config, args.overrides)
+    from sipf.rehearse import rehearsal_config
+
+    return rehearsal_config(args.config, args.overrides, args.data, args.workdir or 'runs/rehearse')
+
+
+def cmd_run(args) -> str:
+    "`sipf run`: `sipf.pipeline.run` on the loaded (or rehearsed) config; the run's table."
+    from sipf.pipeline import run, results_table
+
+    config = run_config(args)
     if config.unsloth:  # before transformers / TRL / PEFT are imported: unsloth patches them on import
         from sipf.core import import_unsloth_first
 

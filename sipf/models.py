@@ -121,8 +121,8 @@ def lora_targets(model, opts: LoraOptions) -> list[str]:
     return sorted(names - {'lm_head', 'score', 'embed_out'})
 
 
-def _load_unsloth(name_or_path, qlora: bool, lora_opts: LoraOptions, dtype):
-    "unsloth's FastLanguageModel path (CUDA only); the model gets a LoRA adapter on every linear layer of its kind."
+def _load_unsloth(name_or_path, qlora: bool, lora_opts: LoraOptions, dtype, lora: bool = True):
+    "unsloth's FastLanguageModel path (CUDA only); to train (`lora`), a LoRA adapter on every linear layer of its kind."
     if not torch.cuda.is_available():
         raise RuntimeError("unsloth=True needs a CUDA GPU; drop unsloth=True on CPU")
     from sipf.core import import_unsloth_first
@@ -131,17 +131,22 @@ def _load_unsloth(name_or_path, qlora: bool, lora_opts: LoraOptions, dtype):
     from unsloth import FastLanguageModel
 
     model, tok = FastLanguageModel.from_pretrained(model_name=str(name_or_path), load_in_4bit=qlora, dtype=dtype)
+    if not lora:  # to generate (a saved M_k adapter loads with its LoRA): no fresh adapter
+        return model, _left_padded(tok)
     if lora_opts.dropout:
         log.warning(
             "unsloth: lora.dropout %s > 0 turns its fast LoRA kernels off (lora.dropout=0 for speed)", lora_opts.dropout
         )
     targets = lora_targets(model, lora_opts)  # unsloth's default list misses Phi's dense / fc1 / fc2
     opts = dict(r=lora_opts.r, lora_alpha=lora_opts.alpha, lora_dropout=lora_opts.dropout, target_modules=targets)
-    model = FastLanguageModel.get_peft_model(model, **opts)
+    return FastLanguageModel.get_peft_model(model, **opts), _left_padded(tok)
+
+
+def _left_padded(tok):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = 'left'
-    return model, tok
+    return tok
 
 
 def _adapter_flags(adapter: str | None, lora: bool, qlora: bool) -> tuple[bool, bool]:
@@ -181,7 +186,7 @@ def load_model(
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     if unsloth:
-        return _load_unsloth(name_or_path, qlora, lora_opts, dtype)
+        return _load_unsloth(name_or_path, qlora or four_bit, lora_opts, dtype, lora)
     tok = load_tokenizer(name_or_path)
     if qlora or four_bit:  # four_bit: 4-bit weights for inference (a simulator), no adapter
         require_bnb()

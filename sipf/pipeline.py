@@ -95,7 +95,7 @@ class Stages:
         key = (model_path(model_dir), four_bit)
         if key not in self._models:
             self._models.clear()  # one model in memory: the old one goes before the next loads
-            self._models[key] = load_model(key[0], four_bit=four_bit, quant=self.c.quant)
+            self._models[key] = load_model(key[0], four_bit=four_bit, quant=self.c.quant, unsloth=self.c.unsloth)
         return self._models[key]
 
     def backend(self, model_dir, kind: str = 'transformers', batch_size: int = 64, four_bit: bool = False):

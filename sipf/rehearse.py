@@ -5,16 +5,17 @@
 # %% ../nbs/10e_rehearse.ipynb #3f6fa748
 from __future__ import annotations
 import importlib.util
+import json
 import logging
 import os
-from dataclasses import replace
 from pathlib import Path as FilePath
 from .config import RunConfig, load_config
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ARCHS', 'CHAT_TEMPLATE', 'SHRINK', 'TRAINERS', 'PRETRAIN_STEPS', 'arch_of', 'stand_in', 'rehearsal_config']
+__all__ = ['log', 'ARCHS', 'CHAT_TEMPLATE', 'SP_SPECIALS', 'SHRINK', 'TRAINERS', 'MEMORISE_STEPS', 'arch_of',
+           'sentencepiece_stand_in', 'memory_texts', 'memorise', 'stand_in', 'rehearsal_config']
 
 # %% ../nbs/10e_rehearse.ipynb #7af80f4b
 ARCHS = {  # hub id prefix -> (transformers architecture, tokenizer family)
@@ -37,17 +38,52 @@ def arch_of(model_id: str) -> tuple[str, str]:
             return arch
     raise ValueError(f"--rehearse does not know the architecture of '{model_id}'; known: {', '.join(ARCHS)}")
 
-# %% ../nbs/10e_rehearse.ipynb #0638976c
-def _tokenizer(family: str, data_dir, chat: bool):
-    from sipf.prm import sentencepiece_tokenizer
+# %% ../nbs/10e_rehearse.ipynb #b7142c44
+SP_SPECIALS = {  # the real SentencePiece tokenizers' special pieces in id order (Llama-2: no pad; Gemma: pad 0, eos 1)
+    'llama': {'unk': '<unk>', 'bos': '<s>', 'eos': '</s>'},
+    'gemma': {'pad': '<pad>', 'eos': '<eos>', 'bos': '<bos>', 'unk': '<unk>'},
+}
+
+
+def _hf_sentencepiece(proto: bytes, specials: dict):
+    "A fast Llama-class tokenizer (adding bos, as Llama-2's and Gemma's do) of a SentencePiece model's bytes."
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+    from transformers.tokenization_utils_base import generate_merges
+
+    sp = spm.SentencePieceProcessor(model_proto=proto)
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    vocab, scores = {p: i for i, p in enumerate(pieces)}, {p: sp.get_score(i) for i, p in enumerate(pieces)}
+    named = {f'{k}_token': v for k, v in specials.items()}
+    return LlamaTokenizer(vocab=vocab, merges=generate_merges(vocab, scores), add_bos_token=True, **named)
+
+
+def sentencepiece_stand_in(texts, arch: str = 'llama', vocab_size: int = 1024):
+    "A small SentencePiece BPE trained on `texts`: byte fallback, digits split, the special ids of `arch`'s tokenizer."
+    import io
+    import sentencepiece as spm
+
+    specials, buf = SP_SPECIALS['gemma' if arch == 'gemma' else 'llama'], io.BytesIO()
+    ids = {f'{k}_id': i for i, k in enumerate(specials)} | {f'{k}_piece': v for k, v in specials.items()}
+    opts = dict(model_type='bpe', byte_fallback=True, split_digits=True, character_coverage=1.0, num_threads=1)
+    opts.update(remove_extra_whitespaces=False, max_sentence_length=1 << 16, minloglevel=2, pad_id=-1)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, **(opts | ids)
+    )
+    return _hf_sentencepiece(buf.getvalue(), specials)
+
+# %% ../nbs/10e_rehearse.ipynb #7d921379
+def _corpus(data_dir, n: int = 300) -> list[str]:
+    "The text fields of the first `n` records of every local jsonl file: what stand-in tokenizers are trained on."
+    rows = [json.loads(l) for f in sorted(FilePath(data_dir).glob('*/*.jsonl')) for l in f.read_text().splitlines()[:n]]
+    return [' '.join(str(v) for v in r.values()) for r in rows]
+
+
+def _tokenizer(arch: str, family: str, data_dir, chat: bool):
     from sipf.toy import toy_tokenizer
 
-    if family == 'sentencepiece':
-        tok = sentencepiece_tokenizer(FilePath(data_dir) / 'llama2-tokenizer.model')
-        tok.pad_token = tok.pad_token or tok.unk_token
-    else:
-        texts = [l for f in sorted(FilePath(data_dir).glob('*/*.jsonl'))[:4] for l in f.read_text().splitlines()[:300]]
-        tok = toy_tokenizer(texts or None, vocab_size=1024)
+    texts = _corpus(data_dir)
+    tok = sentencepiece_stand_in(texts, arch) if family == 'sentencepiece' else toy_tokenizer(texts, vocab_size=1024)
     if chat:
         tok.chat_template = CHAT_TEMPLATE
     return tok
@@ -65,25 +101,44 @@ def _tiny_config(arch: str, tok):
         return PhiConfig(**shape)
     return LlamaConfig(**shape, num_key_value_heads=2)
 
+# %% ../nbs/10e_rehearse.ipynb #0638976c
+def memory_texts(task, problems, chat=None) -> list[tuple[str, str]]:
+    "(prompt, completion): per problem its gold solution and a wrong one (another's); `chat`: a simulator's turn."
+    from sipf.simulate import BOXED_PROMPT
 
-def _pretrain(model, tok, texts: list[str], steps: int, seed: int):
-    "A few full-weight steps on `texts`: like a real base, the stand-in then writes text of the task's shape."
+    others = list(dict.fromkeys(q.solution for q in task.problems[: 4 * len(problems) + 8]))
+    texts = []
+    for i, p in enumerate(problems):
+        wrong = [s for s in others if s != p.solution][i % (len(others) - 1)]
+        prompt = task.prompt(p)
+        if chat is not None and task.kind == 'math':  # how `sipf.simulate.rollout_prompt` asks a chat model
+            turn = [{'role': 'user', 'content': p.question + BOXED_PROMPT}]
+            prompt = chat.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+        texts += [(prompt, p.solution), (prompt, wrong)]
+    return texts
+
+
+def memorise(model, tok, texts, steps: int, seed: int = 0, lr: float = 1e-2) -> float:
+    "`steps` full-batch AdamW steps on the completions (+ eos) of `texts`, cosine to 0; the last loss."
     import torch
 
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for step in range(steps):
-        batch = [texts[(step * 8 + i) % len(texts)] for i in range(8)]
-        enc = tok(batch, return_tensors='pt', padding=True, truncation=True, max_length=256)
-        labels = enc['input_ids'].masked_fill(enc['attention_mask'] == 0, -100)
-        model(**enc, labels=labels).loss.backward()
-        opt.step()
-        opt.zero_grad()
-    return model
+    rows = [tok(q + s)['input_ids'][:512] + [tok.eos_token_id] for q, s in texts]
+    starts, n = [len(tok(q)['input_ids']) for q, _ in texts], max(map(len, rows))
+    ids = torch.tensor([r + [tok.eos_token_id] * (n - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])
+    labels = ids.masked_fill(~torch.tensor([[s <= i < len(r) for i in range(n)] for r, s in zip(rows, starts)]), -100)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step(), sched.step(), opt.zero_grad()
+    return loss.item()
 
 
-def stand_in(model_id: str, out_dir, data_dir, texts=(), steps: int = 0, seed: int = 0) -> str:
-    "A directory with a tiny `model_id` look-alike (architecture, tokenizer family, chat template), `steps` on `texts`."
+def stand_in(model_id: str, out_dir, data_dir, task=None, problems=(), steps: int = 0, role: str = 'model') -> str:
+    "A directory with a tiny `model_id` look-alike (architecture, tokenizer family, chat template), `problems` learnt."
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -91,46 +146,51 @@ def stand_in(model_id: str, out_dir, data_dir, texts=(), steps: int = 0, seed: i
     if (out / 'config.json').exists():
         return str(out)
     arch, family = arch_of(model_id)
-    tok = _tokenizer(family, data_dir, chat=any(w in model_id.lower() for w in ('instruct', 'chat')))
-    torch.manual_seed(seed)
+    tok = _tokenizer(arch, family, data_dir, chat=any(w in model_id.lower() for w in ('instruct', 'chat')))
+    torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(_tiny_config(arch, tok))
-    if texts and steps:
-        _pretrain(model, tok, list(texts), steps, seed)
+    if problems and steps:
+        chat = tok if role == 'simulator' and tok.chat_template else None
+        loss = memorise(model, tok, memory_texts(task, problems, chat), steps)
+        log.info("stand-in of %s: %d steps on %d problems, loss %.3f", model_id, steps, len(problems), loss)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
 
 # %% ../nbs/10e_rehearse.ipynb #919938c6
 SHRINK = [
-    'n_train=16', 'n_sample=6', 'n_simulate=6', 'n_eval=6', 'iterations=2', 'gpu=false',
-    'sample.n=3', 'sample.n_code=3', 'sample.max_new_tokens=24', 'sample.time_budget=0', 'sample.max_rounds=1',
-    'sample.questions_per_round=6', 'simulate.n_rollouts=2', 'simulate.max_new_tokens=16',
-    'eval.batch_size=8', 'eval.max_new_tokens=24',
+    'n_train=4', 'n_sample=4', 'n_simulate=4', 'n_eval=4', 'iterations=2', 'gpu=false',
+    'sample.n=3', 'sample.n_code=3', 'sample.max_new_tokens=192', 'sample.time_budget=0', 'sample.max_rounds=1',
+    'sample.questions_per_round=4', 'simulate.n_rollouts=2', 'simulate.max_new_tokens=192',
+    'eval.batch_size=8', 'eval.max_new_tokens=192',
 ]  # fmt: skip
 TRAINERS = ('m0', 'prm', 'align')
 
 
 def _trainer_sets() -> list[str]:
-    per = ['max_steps=2', 'batch_size=2', 'grad_accum=1', 'max_length=256', 'logging_steps=1']
-    return [f'{s}.{kv}' for s in TRAINERS for kv in per]
+    "Two steps of each trainer. A verifier of two steps cannot part paths by the config's margin: pairs take any gap."
+    per = ['max_steps=2', 'batch_size=2', 'grad_accum=1', 'max_length=512', 'logging_steps=1']
+    return [f'{s}.{kv}' for s in TRAINERS for kv in per] + ['pairs.margin=0']
 
 
-PRETRAIN_STEPS = 150  # full-weight steps of each stand-in on the task's gold text (so its samples parse)
+MEMORISE_STEPS = 200  # full-batch steps of a generating stand-in (policy, simulator) on its task's training problems
 
 
-def _gold_texts(c: RunConfig) -> list[str]:
+def _stand_ins(c: RunConfig, models_dir, data_dir, steps: int = MEMORISE_STEPS) -> list[str]:
+    "`model=`, `simulator=`, `verifier=` overrides naming stand-ins; the verifier only scores, so it learns nothing."
     from sipf.tasks import load_task
 
-    task = load_task(c.task, split='train', **c.task_options)
-    return [task.prompt(p) + p.solution for p in task.problems[: c.n_train or 16]]
-
-
-def _stand_ins(c: RunConfig, models_dir, data_dir, steps: int = PRETRAIN_STEPS, n_train: int = 16) -> list[str]:
     names = [('model', c.model), ('simulator', c.simulator), ('verifier', c.verifier)]
     names = [(k, v) for k, v in names if v and not FilePath(v).is_dir()]
-    texts = _gold_texts(replace(c, n_train=n_train)) if names else []
-    models_dir = FilePath(models_dir) / c.task  # a stand-in is pretrained on its task's text
-    return [f'{k}={stand_in(v, models_dir, data_dir, texts, steps)}' for k, v in names]
+    task = load_task(c.task, split='train', **c.task_options) if names else None
+    problems = task.problems[: int(_shrunk('n_train'))] if task else []
+    models_dir = FilePath(models_dir) / c.task  # a stand-in learns its task's problems
+    made = {k: stand_in(v, models_dir, data_dir, task, problems, steps * (k != 'verifier'), k) for k, v in names}
+    return [f'{k}={d}' for k, d in made.items()]
+
+
+def _shrunk(key: str) -> str:
+    return next(s.split('=', 1)[1] for s in SHRINK if s.startswith(f'{key}='))
 
 
 def _adapter_sets(c: RunConfig) -> list[str]:
@@ -142,15 +202,22 @@ def _adapter_sets(c: RunConfig) -> list[str]:
     return sets
 
 
+def _local_data(data_dir) -> FilePath:
+    from sipf.core import data_dir as shared_data
+
+    d = FilePath(data_dir) if data_dir else shared_data()
+    if not d.is_dir():
+        raise FileNotFoundError(f"--rehearse reads local data: no directory {d} (pass --data DIR or set SIPF_DATA)")
+    return d
+
+
 def rehearsal_config(
-    config, overrides=(), data_dir=None, workdir='runs/rehearse', pretrain_steps: int = PRETRAIN_STEPS
+    config, overrides=(), data_dir=None, workdir='runs/rehearse', memorise_steps: int = MEMORISE_STEPS
 ) -> RunConfig:
     "`config` with stand-in models, local data (`$SIPF_DATA` set) and shrunk sizes, in `workdir` (models cached)."
-    data_dir = FilePath(data_dir or os.environ.get('SIPF_DATA') or 'data')
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"--rehearse reads local data: no directory {data_dir} (pass --data or set SIPF_DATA)")
+    data_dir = _local_data(data_dir)
     os.environ['SIPF_DATA'] = str(data_dir.resolve())  # every task, training and eval, reads its local files
     c = load_config(config, overrides)
-    sets = [*SHRINK, *_trainer_sets(), *_stand_ins(c, FilePath(workdir) / 'models', data_dir, pretrain_steps)]
+    sets = [*SHRINK, *_trainer_sets(), *_stand_ins(c, FilePath(workdir) / 'models', data_dir, memorise_steps)]
     sets += [*_adapter_sets(c), f'runs_dir={FilePath(workdir) / "runs"}', f'name={c.name}-rehearsal']
     return load_config(config, [*sets, *overrides])

@@ -77,3 +77,22 @@ def test_unsloth_adapters_cover_phi_and_say_that_dropout_slows_it(monkeypatch, c
     assert 'lm_head' not in kw['target_modules']
     assert 'fast LoRA kernels off' in caplog.text
     assert (tok.pad_token, tok.padding_side) == ('</s>', 'left')
+
+
+def test_sampling_loads_the_policy_through_unsloth_without_a_fresh_adapter(monkeypatch, tmp_path):
+    from sipf.config import load_config
+    from sipf.pipeline import Stages
+
+    phi = PhiForCausalLM(
+        PhiConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    )
+    calls = _fake_unsloth(monkeypatch, phi)
+    monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda *a, **k: True)
+    stages = Stages(load_config('toy-quick', ['unsloth=true']))
+    model, tok = stages.load(tmp_path)  # an M_k directory, loaded to generate (Stages.sample / simulate / evaluate)
+    assert model is phi
+    assert calls['from_pretrained'] == dict(model_name=str(tmp_path.resolve()), load_in_4bit=False)
+    assert 'get_peft_model' not in calls  # a saved adapter loads with its own LoRA; none is added to generate
+    assert (tok.pad_token, tok.padding_side) == ('</s>', 'left')
+    stages.load(tmp_path, four_bit=True)
+    assert calls['from_pretrained']['load_in_4bit'] is True
