@@ -175,3 +175,27 @@ def test_toy_m0_keeps_its_data_order_and_its_cache_keys(monkeypatch):
     monkeypatch.setattr(sipf.models, '_save_sft', lambda *a: None)
     st._train_m0(st.ToyM0Config(n_train=16, epochs=1.0, size='tiny'), FilePath('/nonexistent/m0'))
     assert seen[0].longest_first is False and type(seen[0]._get_train_sampler()).__name__ == 'RandomSampler'
+
+
+@pytest.mark.skipif(
+    __import__('importlib').util.find_spec('deepspeed') is None,
+    reason='deepspeed is an optional extra, not installed here (pip install deepspeed to rehearse ZeRO-2 on CPU)',
+)
+def test_zero2_rehearsal_two_processes(tmp_path):
+    "accelerate launch with the shipped zero2.yaml, 2 processes on CPU (DeepSpeed's CPU accelerator, gloo): ORPO."
+    from sipf.config import accelerate_config
+    from sipf.core import Pair
+    from sipf.toy import toy_model, toy_tokenizer
+
+    tok = toy_tokenizer()
+    toy_model(tok, 'tiny', seed=0).save_pretrained(tmp_path / 'm')
+    tok.save_pretrained(tmp_path / 'm')
+    write_jsonl(tmp_path / 'pairs.jsonl', [Pair(f'q{i}', f'Q{i}:\n', f'{i} + 1 = {i + 1}', 'no') for i in range(8)])
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--config_file', str(accelerate_config('zero2'))]
+    cmd += ['--main_process_port', '0', '-m', 'sipf.align', str(tmp_path / 'm'), str(tmp_path / 'pairs.jsonl')]
+    cmd += [str(tmp_path / 'out'), '--set', 'objective=orpo', 'max_steps=2', 'batch_size=2', 'logging_steps=1']
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=ENV)
+    assert r.returncode == 0, r.stderr[-4000:]
+    rec = json.loads((tmp_path / 'out' / 'align_config.json').read_text())
+    assert rec['world_size'] == 2 and 'DeepSpeed' in r.stderr + r.stdout  # two processes, through DeepSpeed's engine
+    assert len([l for l in read_jsonl(tmp_path / 'out' / 'metrics.jsonl') if 'loss' in l]) == 2
