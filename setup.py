@@ -24,7 +24,7 @@ setuptools.setup(
     url=cfg['git_url'],
     license='Apache-2.0',
     packages=setuptools.find_packages(include=['sipf', 'sipf.*']),
-    package_data={'sipf': ['configs/*.yaml']},
+    package_data={'sipf': ['configs/*.yaml', 'configs/accelerate/*.yaml']},
     include_package_data=True,
     python_requires='>=' + cfg['min_python'],
     install_requires=split('requirements'),

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from trl import DPOConfig, DPOTrainer
 from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-from .core import Pair, check_keys, read_jsonl, seed_everything, write_json
+from .core import Pair, check_keys, process_rank, read_jsonl, seed_everything, wait_for_everyone, write_json
 from .config import OBJECTIVES, AlignConfig, LoraOptions  # noqa: F401 (re-exported)
+from .models import LongestFirstMixin, longest_first_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,8 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(low, a, b)
 
 
-class StableORPOTrainer(ORPOTrainer):
-    "TRL's ORPO trainer with an odds ratio whose gradient stays finite when a log-prob nears 0."
+class StableORPOTrainer(LongestFirstMixin, ORPOTrainer):
+    "TRL's ORPO trainer with an odds ratio whose gradient stays finite when a log-prob nears 0 (longest batch first)."
 
     def odds_ratio_loss(self, policy_chosen_logps, policy_rejected_logps):
         chosen, rejected = policy_chosen_logps.float(), policy_rejected_logps.float()
@@ -151,7 +152,8 @@ def _train_preference(model, tok, data, config: AlignConfig, out: FilePath, max_
     cls = CompletionORPOTrainer if config.completion_only_nll else StableORPOTrainer
     callbacks = [MetricsLogger(out / 'metrics.jsonl', objective=config.objective)]
     kw = dict(model=model, args=args, train_dataset=ds, eval_dataset=trace, processing_class=tok, callbacks=callbacks)
-    trainer = cls(**kw) if config.objective == 'orpo' else DPOTrainer(**kw)
+    cls = cls if config.objective == 'orpo' else longest_first_trainer(DPOTrainer)
+    trainer = cls(**kw, longest_first=config.longest_first)
     train_resumable(quiet_logs(trainer))
     trainer.save_model(str(out))
     return trainer.args.world_size
@@ -221,9 +223,10 @@ def align(model_path, data, config: AlignConfig | None = None, output_dir='align
     out.mkdir(parents=True, exist_ok=True)
     train = _train_sft if config.objective == 'sft' else _train_preference
     world = train(model, tok, data, config, out, steps)
-    if int(os.environ.get('RANK', 0)) == 0:
+    if process_rank() == 0:
         record = {**asdict(config), 'max_steps': steps, 'n_rows': len(data), 'world_size': world}
         write_json(out / 'align_config.json', {**record, 'model_path': str(model_path)})
+    wait_for_everyone()
     return out
 
 # %% ../nbs/08_align.ipynb #42f7fac6

@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['DEDUP_MODES', 'QUOTA_MODES', 'ROLLOUT_STRATEGIES', 'LABEL_STRATEGIES', 'SOLVER', 'CHAT_MODES', 'AFTER_ERROR',
-           'PAIR_STRATEGIES', 'OBJECTIVES', 'INITS', 'METHOD_TABLE', 'PRESETS', 'SECTIONS', 'CONFIG_DIR', 'KINDS',
-           'SHARED', 'POLICY_SECTIONS', 'CHOICES', 'LoraOptions', 'QuantOptions', 'TrainConfig', 'SFTTrainConfig',
-           'M0Config', 'SampleConfig', 'SimulateConfig', 'PRMConfig', 'PairConfig', 'AlignConfig', 'EvalConfig',
-           'VLLMOptions', 'Method', 'parse_methods', 'RunConfig', 'bundled_configs', 'config_file', 'read_config_file',
-           'apply_override', 'config_error', 'check_config', 'resolve', 'load_config', 'config_yaml', 'gpu_overrides']
+           'PAIR_STRATEGIES', 'OBJECTIVES', 'INITS', 'METHOD_TABLE', 'PRESETS', 'SECTIONS', 'CONFIG_DIR',
+           'ACCELERATE_CONFIGS', 'KINDS', 'SHARED', 'POLICY_SECTIONS', 'CHOICES', 'LoraOptions', 'QuantOptions',
+           'TrainConfig', 'SFTTrainConfig', 'M0Config', 'SampleConfig', 'SimulateConfig', 'PRMConfig', 'PairConfig',
+           'AlignConfig', 'EvalConfig', 'VLLMOptions', 'Method', 'parse_methods', 'RunConfig', 'bundled_configs',
+           'config_file', 'read_config_file', 'accelerate_config', 'apply_override', 'config_error', 'check_config',
+           'resolve', 'load_config', 'config_yaml', 'gpu_overrides']
 
 # %% ../nbs/00a_config.ipynb #2a084bc4
 import copy
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field, asdict  # noqa: F401 (asdict: for the 
 from pathlib import Path as FilePath
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
-from .core import closest
+from .core import check_keys, closest
 
 # %% ../nbs/00a_config.ipynb #a2a23985
 @dataclass
@@ -54,6 +55,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 1.0  # gradient clipping
     max_length: int | None = 512  # longest row in tokens (None: no cut)
+    longest_first: bool = True  # the first batches hold the longest rows: an out-of-memory error comes at step 1
     precision: str = 'auto'  # 'auto' (bf16 where supported, else fp16 on CUDA, fp32 on CPU), 'bf16', 'fp16', 'fp32'
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, more time)
     logging_steps: int = 10  # log every this many optimizer steps
@@ -199,7 +201,6 @@ class PRMConfig(TrainConfig):
     prompt_format: str = (
         'official'  # math: question + '\\nPlease reason step by step.\\n' (official); 'task': its prompt
     )
-    longest_first: bool = True  # the first batch holds the longest rows: an out-of-memory error comes at step 1
     holdout: float = 0.08  # share of paths held out to keep the best epoch (official: 8 of every 100); 0 = last epoch
 
     def __post_init__(self):
@@ -430,6 +431,15 @@ def read_config_file(path) -> dict:
     if not isinstance(d, dict):
         raise ValueError(f"{path}: a config file must be a mapping of keys, got a {type(d).__name__}")
     return d
+
+# %% ../nbs/00a_config.ipynb #c675c288
+ACCELERATE_CONFIGS = ('ddp', 'zero2')  # sipf/configs/accelerate/<name>.yaml
+
+
+def accelerate_config(name: str) -> FilePath:
+    "The bundled `accelerate launch --config_file` of `name`: 'ddp' (data parallel) or 'zero2' (DeepSpeed ZeRO-2)."
+    check_keys('accelerate config', [name], ACCELERATE_CONFIGS)
+    return CONFIG_DIR / 'accelerate' / f'{name}.yaml'
 
 # %% ../nbs/00a_config.ipynb #bad39441
 def _set(raw: dict, dotted: str, value):

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, asdict
 from pathlib import Path as FilePath
@@ -18,7 +19,8 @@ from typing import Iterable
 
 # %% auto #0
 __all__ = ['Problem', 'text_id', 'Path', 'StepLabels', 'Pair', 'closest', 'check_keys', 'from_dict', 'coerce_numbers',
-           'canonical', 'read_jsonl', 'append_jsonl', 'atomic_write', 'write_jsonl', 'write_json', 'seed_everything',
+           'canonical', 'read_jsonl', 'append_jsonl', 'atomic_write', 'write_jsonl', 'write_json', 'shard_path',
+           'merge_shards', 'seed_everything', 'process_rank', 'world_size', 'wait_for_everyone', 'wait_for_file',
            'progress_off', 'data_dir', 'import_unsloth_first']
 
 # %% ../nbs/00_core.ipynb #b3d171cb
@@ -230,6 +232,29 @@ def write_json(path, obj, indent: int = 2):
     with atomic_write(path) as f:
         json.dump(obj, f, indent=indent, ensure_ascii=False)
 
+# %% ../nbs/00_core.ipynb #229ffe34
+def shard_path(path, shard: int, n_shards: int) -> FilePath:
+    "The file shard `shard` (0-based) of `n_shards` writes instead of `path`: samples.00001-of-00004.jsonl."
+    path = FilePath(path)
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is not in [0, {n_shards})")
+    return path.with_name(f'{path.stem}.{shard:05d}-of-{n_shards:05d}{path.suffix}')
+
+
+def merge_shards(path, n_shards: int, key: str = 'id') -> int:
+    "Merge the `n_shards` shard files of `path` into `path` in shard order, each `key` once; the records written."
+    shards = [shard_path(path, i, n_shards) for i in range(n_shards)]
+    if missing := [s.name for s in shards if not s.exists()]:
+        name = FilePath(path).name
+        raise FileNotFoundError(f"cannot merge {name}: shard {missing[0]} is missing ({len(missing)} in all)")
+    seen, records = set(), []
+    for s in shards:
+        for r in read_jsonl(s):
+            if r.get(key) is None or r[key] not in seen:
+                seen.add(r.get(key))
+                records.append(r)
+    return write_jsonl(path, records)
+
 # %% ../nbs/00_core.ipynb #bcd6ddd8
 def seed_everything(seed: int):
     "Seed python, numpy and torch (all devices)."
@@ -243,6 +268,32 @@ def seed_everything(seed: int):
     import torch
 
     torch.manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #82e6187f
+def process_rank() -> int:
+    "This process's rank among those `torchrun` / `accelerate launch` started (0 when alone)."
+    return int(os.environ.get('RANK', 0))
+
+
+def world_size() -> int:
+    "How many processes `torchrun` / `accelerate launch` started (1 when alone)."
+    return int(os.environ.get('WORLD_SIZE', 1))
+
+
+def wait_for_everyone():
+    "A barrier across the job's processes (torch.distributed started as the Trainer would); alone, nothing."
+    if world_size() < 2:
+        return
+    import torch
+    from accelerate import PartialState
+
+    PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()
+
+
+def wait_for_file(path, poll: float = 0.5):
+    "Block until `path` exists: a non-main process waiting out a stage the main process runs (no collective timeout)."
+    while not FilePath(path).exists():
+        time.sleep(poll)
 
 # %% ../nbs/00_core.ipynb #972eba50
 def progress_off(progress: bool = True) -> bool:

@@ -5,11 +5,13 @@
 # %% ../nbs/03_models.ipynb #33c79ba0
 from __future__ import annotations
 import dataclasses
+import functools
 import json
 import logging
 import warnings
 from dataclasses import asdict
 from pathlib import Path as FilePath
+from typing import Callable, Sequence
 import torch
 from transformers import (
     AutoModelForCausalLM,
@@ -29,7 +31,8 @@ warnings.filterwarnings('ignore', message=r'`(is_)?gradient_checkpointing\w*` is
 # %% auto #0
 __all__ = ['log', 'default_device', 'default_dtype', 'load_tokenizer', 'require_bnb', 'require_trainable', 'bnb_config',
            'lora_targets', 'local_or_hub', 'load_model', 'precision_flags', 'training_args', 'MetricsLogger',
-           'quiet_logs', 'last_checkpoint', 'train_resumable', 'train_sft']
+           'longest_first', 'LongestFirstSampler', 'row_length', 'LongestFirstMixin', 'longest_first_trainer',
+           'quiet_logs', 'last_checkpoint', 'train_resumable', 'on_main_process', 'train_sft']
 
 # %% ../nbs/03_models.ipynb #05e98a89
 def default_device() -> str:
@@ -285,6 +288,65 @@ class MetricsLogger(TrainerCallback):
         with open(self.path, 'a', encoding='utf-8') as f:
             f.write(json.dumps({'step': state.global_step, **self.tags, **(logs or {})}) + '\n')
 
+# %% ../nbs/03_models.ipynb #e9f81d21
+def longest_first(lengths: Sequence[int], batch_size: int, seed: int = 0, epoch: int = 0) -> list[int]:
+    "A seeded shuffle of the rows; in epoch 0 the `batch_size` longest rows come first, longest first."
+    order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    if epoch:
+        return order
+    top = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))[:batch_size]
+    rest = set(top)
+    return top + [i for i in order if i not in rest]
+
+
+class LongestFirstSampler(torch.utils.data.Sampler):
+    "Every trainer's sampler: `longest_first` order, a new seeded shuffle each epoch."
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0):
+        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = longest_first(self.lengths, self.batch_size, self.seed, self.epoch)
+        self.epoch += 1
+        return iter(order)
+
+# %% ../nbs/03_models.ipynb #bad862b5
+def row_length(row: dict) -> int:
+    "Tokens a tokenised row puts in a batch: `input_ids` (SFT, PRM); ORPO's longer sequence; DPO's prompt + longer."
+    if 'input_ids' in row:
+        return len(row['input_ids'])
+    if 'chosen_input_ids' in row:  # TRL's ORPO: prompt + completion, chosen and rejected
+        return max(len(row['chosen_input_ids']), len(row['rejected_input_ids']))
+    return len(row['prompt_ids']) + max(len(row['chosen_ids']), len(row['rejected_ids']))  # TRL's DPO
+
+
+class LongestFirstMixin:
+    "Put before a `Trainer` class: its training batches come in `longest_first` order (`longest_first=False`: not)."
+
+    def __init__(self, *args, longest_first: bool = True, **kwargs):
+        self.longest_first = longest_first
+        super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = self.train_dataset if train_dataset is None else train_dataset
+        if not self.longest_first or ds is None or isinstance(ds, torch.utils.data.IterableDataset):
+            return super()._get_train_sampler(train_dataset)
+        first = self.args.per_device_train_batch_size * max(1, self.args.world_size)  # every process's first batch
+        seed = self.args.seed if self.args.data_seed is None else self.args.data_seed
+        return LongestFirstSampler([row_length(r) for r in ds], first, seed)
+
+
+@functools.cache
+def longest_first_trainer(trainer_class):
+    "`trainer_class` (a `transformers.Trainer`, TRL's) with `LongestFirstMixin`'s order of batches."
+    return type(f'LongestFirst{trainer_class.__name__}', (LongestFirstMixin, trainer_class), {})
+
 # %% ../nbs/03_models.ipynb #37af17de
 def _trl_sft_config(config: TrainConfig, output_dir, use_cpu: bool, **extra):
     "TRL's `SFTConfig`: an `SFTTrainConfig`'s own loss choice, else (an alignment stage's SFT) `completion_only_nll`."
@@ -328,6 +390,20 @@ def train_resumable(trainer):
     return trainer.train(resume_from_checkpoint=last)
 
 
+def on_main_process(trainer, save: Callable):
+    "Run `save()` in the main process only, the one writer of a stage's files; the other processes wait for it."
+    if trainer.is_world_process_zero():
+        save()
+    trainer.accelerator.wait_for_everyone()
+
+
+def _save_sft(model, tokenizer, config: TrainConfig, out: FilePath):
+    if getattr(config, 'save', True):
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+    write_json(out / 'sft_config.json', asdict(config))
+
+
 def train_sft(
     model, tokenizer, prompts: list[str], completions: list[str], config: TrainConfig, output_dir, callbacks=(), **extra
 ):
@@ -344,16 +420,14 @@ def train_sft(
     out.mkdir(parents=True, exist_ok=True)
     args = _trl_sft_config(config, out, next(model.parameters()).device.type == 'cpu', **extra)
     ds = Dataset.from_dict({'prompt': list(prompts), 'completion': list(completions)})
-    trainer = SFTTrainer(
+    trainer = longest_first_trainer(SFTTrainer)(
         model=model,
         args=args,
         train_dataset=ds,
         processing_class=tokenizer,
         callbacks=[MetricsLogger(out / 'metrics.jsonl'), *callbacks],
+        longest_first=getattr(config, 'longest_first', True),
     )
     train_resumable(quiet_logs(trainer))
-    if getattr(config, 'save', True):
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-    write_json(out / 'sft_config.json', asdict(config))
+    on_main_process(trainer, lambda: _save_sft(model, tokenizer, config, out))
     return out

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path as FilePath
 from typing import Callable
 from fastcore.basics import patch
-from .core import Path, Pair, read_jsonl, write_json, write_jsonl, seed_everything, atomic_write
+from .core import Path, Pair, read_jsonl, write_json, write_jsonl, seed_everything, atomic_write, process_rank
 from .config import SOLVER, RunConfig, check_config, config_yaml, load_config, resolve
 from .config import PRESETS, METHOD_TABLE, Method, SECTIONS, apply_override, bundled_configs, config_file  # noqa: F401
 from .steps import Step, run_step, step_key  # noqa: F401
@@ -342,10 +342,11 @@ def run_loop(c: RunConfig, stages, run_dir: FilePath, cache: FilePath) -> FilePa
     "Algorithm 1: M0, then for k in 1..K sample, simulate, PRM, score, pairs, align, evaluate."
     m = c.preset
 
-    def step(rel, stage, fn, inputs=(), kind='file', k=0):
-        return run_step(cache, run_dir, rel, stage, fn, inputs, _settings(c, stage, k), kind)
+    def step(rel, stage, fn, inputs=(), kind='file', k=0, train=False):  # train: every process runs it (torchrun)
+        return run_step(cache, run_dir, rel, stage, fn, inputs, _settings(c, stage, k), kind, all_processes=train)
 
-    m0 = model = step('iter_0/model', 'm0', lambda o: stages.m0(o, train=m.m0 == 'sft'), kind='dir')
+    trains_m0 = m.m0 == 'sft' and c.model != 'toy'  # the toy M0 is a copy of its cached recipe: the main process
+    m0 = model = step('iter_0/model', 'm0', lambda o: stages.m0(o, train=m.m0 == 'sft'), kind='dir', train=trains_m0)
     step('iter_0/eval.json', 'eval', stages.evaluate, [model])
     base = step('iter_0/base', 'base', stages.base, kind='dir') if c.k and c.align.init == 'base' else None
     prm, history, sampled = None, [], []
@@ -358,11 +359,12 @@ def run_loop(c: RunConfig, stages, run_dir: FilePath, cache: FilePath) -> FilePa
         if m.feedback == 'process':
             labels = step(f'{it}/labels.jsonl', 'simulate', stages.simulate, [samples, model])
             if prm is None or (c.prm_every and (k - 1) % c.prm_every == 0):
-                prm = step(f'{it}/prm', 'prm', stages.train_prm, [labels, samples, m0], kind='dir')
+                prm = step(f'{it}/prm', 'prm', stages.train_prm, [labels, samples, m0], kind='dir', train=True)
             data = step(f'{it}/scored.jsonl', 'score', stages.score, [prm, samples])
         history.append(step(f'{it}/pairs.jsonl', 'pairs', stages.pairs, [data] if data else []))
         rows = history if c.align.accumulate else history[-1:]
-        model = step(f'{it}/model', 'align', stages.align, [_start_of(c, m0, model, base), *rows], kind='dir')
+        start = _start_of(c, m0, model, base)
+        model = step(f'{it}/model', 'align', stages.align, [start, *rows], kind='dir', train=True)
         step(f'{it}/eval.json', 'eval', stages.evaluate, [model])
     return run_dir
 
@@ -453,7 +455,7 @@ def run(config: RunConfig, stages=None) -> list[dict]:
     run_dir, cache = _start(config)
     t0 = time.time()
     run_loop(config, stages, run_dir, cache)
-    rows = write_results(config, run_dir)
+    rows = write_results(config, run_dir) if process_rank() == 0 else []  # one writer of the run's files
     log.info("%s done in %.0f s: %s", config.name, time.time() - t0, rows[-1]['scores'] if rows else {})
     return rows
 

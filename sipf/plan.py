@@ -19,13 +19,13 @@ from .core import closest
 
 # %% auto #0
 __all__ = ['ARCHS', 'TOY_VOCAB', 'TOY_ARCHS', 'PHI_STYLE', 'ARCH_KEYS', 'CHARS_PER_TOKEN', 'KNOWN_TASKS', 'GPUS', 'NF4_BYTES',
-           'COLUMNS', 'HEADS', 'Arch', 'lora_params', 'arch_from_config', 'model_arch', 'TaskProfile', 'measure_task',
-           'task_profile', 'GPU', 'gpu_class', 'detect_gpu', 'Assumptions', 'sampling_calls', 'quota',
+           'COLUMNS', 'HF_BATCH', 'HEADS', 'Arch', 'lora_params', 'arch_from_config', 'model_arch', 'TaskProfile',
+           'measure_task', 'task_profile', 'GPU', 'gpu_class', 'detect_gpu', 'Assumptions', 'sampling_calls', 'quota',
            'rollouts_per_path', 'train_steps', 'held_out', 'train_tokens_per_s', 'weight_bytes', 'activation_bytes',
            'train_memory_gb', 'kv_cache_bytes', 'generate_memory_gb', 'Setting', 'iteration_counts', 'm0_row',
-           'sample_row', 'rolled_steps', 'simulate_row', 'prm_row', 'score_row', 'align_row', 'eval_row', 'plan_rows',
-           'plan', 'iteration_hours', 'format_plan', 'plan_device', 'memory_warnings', 'assumption_lines',
-           'plan_report', 'probe_tokens_per_s', 'fit_day']
+           'simulate_sequences', 'sample_row', 'rolled_steps', 'simulate_row', 'prm_row', 'score_row', 'align_row',
+           'eval_row', 'plan_rows', 'plan', 'iteration_hours', 'format_plan', 'plan_device', 'memory_warnings',
+           'assumption_lines', 'plan_report', 'probe_tokens_per_s', 'fit_day']
 
 # %% ../nbs/10c_plan.ipynb #11945959
 @dataclass(frozen=True)
@@ -522,13 +522,26 @@ def m0_row(s: Setting) -> dict:
         peak_gb=s.train_gb(s.policy, cfg, seq),
     )
 
+# %% ../nbs/10c_plan.ipynb #2d166347
+HF_BATCH = 64  # sequences one transformers `generate` call takes (`Stages.backend`'s batch_size): sample and simulate
+
+
+def simulate_sequences(cfg, steps: float, hf_batch: int = HF_BATCH) -> int:
+    "Rollouts generated at once: a round of `batch_paths` paths, each asking for rollouts of the steps it labels."
+    if cfg.strategy == 'truth':
+        return 0
+    each = cfg.n_rollouts if cfg.strategy == 'exhaustive' else cfg.chunk_size
+    active = 1 if cfg.strategy == 'binary' else max(1, math.ceil(steps))
+    wanted = cfg.batch_paths * active * each
+    return wanted if cfg.backend == 'vllm' else min(hf_batch, wanted)
+
 # %% ../nbs/10c_plan.ipynb #94f10758
 def sample_row(s: Setting, k: int, n: dict) -> dict:
-    "Sampling with M_{k-1}: questions x calls x `n` generations (HF batches of 64 sequences)."
+    "Sampling with M_{k-1}: questions x calls x `n` generations (HF batches of `HF_BATCH` sequences)."
     c, t = s.c, s.train
     tokens, tokens_max = n['generations'] * n['gen_tokens'], n['generations'] * c.sample.max_new_tokens
     seconds = tokens / s.tps(s.policy, c.sample.backend) + _checks(s, t.kind, n['generations'])
-    gb = s.generate_gb(s.policy, c.sample.backend, 64, t.prompt_tokens + c.sample.max_new_tokens)
+    gb = s.generate_gb(s.policy, c.sample.backend, HF_BATCH, t.prompt_tokens + c.sample.max_new_tokens)
     return _row(
         'sample',
         k,
@@ -555,7 +568,8 @@ def simulate_row(s: Setting, k: int, n: dict) -> dict:
     each = min(cfg.max_new_tokens, s.a.rollout_factor * t.solution_tokens)
     seconds = rollouts * each / s.tps(s.simulator, cfg.backend) + _checks(s, t.kind, rollouts)
     seq = t.prompt_tokens + c.sample.max_new_tokens + cfg.max_new_tokens
-    gb = s.generate_gb(s.simulator, cfg.backend, 64, seq, four_bit=cfg.load_in_4bit)
+    sequences = simulate_sequences(cfg, rolled_steps(s))
+    gb = s.generate_gb(s.simulator, cfg.backend, sequences, seq, four_bit=cfg.load_in_4bit)
     model = _short(c.simulator) if c.simulator else f'M{k - 1}'
     return _row(
         'simulate',

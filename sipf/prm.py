@@ -21,8 +21,12 @@ from transformers import Trainer
 from .core import Path, StepLabels, check_keys, seed_everything, write_json, progress_off
 from .config import PRMConfig, check_config
 from .tasks import answer_match
-from sipf.models import (
+from sipf.models import (  # noqa: F401 (longest_first, LongestFirstSampler: re-exported)
+    LongestFirstMixin,
+    LongestFirstSampler,
     bnb_config,
+    longest_first,
+    on_main_process,
     require_bnb,
     train_resumable,
 )  # the one bitsandbytes config (the PRM adds its `score` head to the skip list)
@@ -34,9 +38,9 @@ __all__ = ['logger', 'OFFICIAL_MATH_PROMPT', 'SLIPS', 'step_spans', 'step_end_to
            'separator_id', 'encode_separated', 'step_inputs', 'left_cut', 'check_labels', 'tokenize_steps', 'pad_rows',
            'bce_step_loss', 'prm_placement', 'prm_model', 'prm_settings', 'is_answer_line', 'prm_inputs', 'step_soft',
            'chunk_labels', 'prm_examples', 'outcome_labels', 'example_row', 'corrupt_steps', 'synthetic_paths',
-           'simulated_labels', 'longest_first', 'LongestFirstSampler', 'holdout_split', 'held_step_accuracy',
-           'prm_rows', 'prm_trainer', 'train_prm', 'read_prm_config', 'load_prm', 'step_probs', 'aggregate',
-           'score_paths', 'step_metrics', 'true_step_labels', 'evaluate_prm']
+           'simulated_labels', 'holdout_split', 'held_step_accuracy', 'prm_rows', 'prm_trainer', 'train_prm',
+           'read_prm_config', 'load_prm', 'step_probs', 'aggregate', 'score_paths', 'step_metrics', 'true_step_labels',
+           'evaluate_prm']
 
 # %% ../nbs/06_prm.ipynb #d7d67d5b
 def step_spans(prompt: str, steps: Sequence[str]) -> list[tuple[int, int]]:
@@ -478,34 +482,6 @@ def simulated_labels(
         )
     return out
 
-# %% ../nbs/06_prm.ipynb #685988cc
-def longest_first(lengths: Sequence[int], batch_size: int, seed: int = 0, epoch: int = 0) -> list[int]:
-    "A seeded shuffle of the rows; in epoch 0 the `batch_size` longest rows come first, longest first."
-    order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-    if epoch:
-        return order
-    top = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))[:batch_size]
-    rest = set(top)
-    return top + [i for i in order if i not in rest]
-
-
-class LongestFirstSampler(torch.utils.data.Sampler):
-    "The PRM trainer's sampler: `longest_first` order, a new seeded shuffle each epoch."
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0):
-        self.lengths, self.batch_size, self.seed, self.epoch = list(lengths), batch_size, seed, 0
-
-    def __len__(self):
-        return len(self.lengths)
-
-    def set_epoch(self, epoch: int):
-        self.epoch = epoch
-
-    def __iter__(self):
-        order = longest_first(self.lengths, self.batch_size, self.seed, self.epoch)
-        self.epoch += 1
-        return iter(order)
-
 # %% ../nbs/06_prm.ipynb #a1f0b7e2
 def holdout_split(n: int, share: float, seed: int = 0, block: int = 100) -> tuple[list[int], list[int]]:
     "Row indices (train, held out): a seeded `share` of every `block` consecutive rows held out (official: 8 of 100)."
@@ -528,15 +504,8 @@ def held_step_accuracy(eval_pred) -> dict:
     return {'step_acc': float(per_path.mean())}
 
 # %% ../nbs/06_prm.ipynb #c7593b02
-class _PRMTrainer(Trainer):
-    "`transformers.Trainer` with a given training sampler (`LongestFirstSampler`)."
-
-    def __init__(self, *args, sampler=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.prm_sampler = sampler
-
-    def _get_train_sampler(self, train_dataset=None):
-        return self.prm_sampler or super()._get_train_sampler(train_dataset)
+class _PRMTrainer(LongestFirstMixin, Trainer):
+    "`transformers.Trainer` with the longest batch first (`sipf.models.LongestFirstMixin`)."
 
 
 def prm_rows(tokenizer, examples: Sequence[dict], config: PRMConfig) -> list[dict]:
@@ -567,7 +536,6 @@ def prm_trainer(model, tokenizer, rows: Sequence[dict], config: PRMConfig, outpu
     from sipf.models import MetricsLogger, quiet_logs, training_args
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    lengths = [len(r['input_ids']) for r in rows]
     FilePath(output_dir).mkdir(parents=True, exist_ok=True)
     args = training_args(
         config,
@@ -585,19 +553,24 @@ def prm_trainer(model, tokenizer, rows: Sequence[dict], config: PRMConfig, outpu
         data_collator=lambda b: pad_rows(b, pad_id),
         compute_loss_func=bce_step_loss,
         callbacks=[MetricsLogger(FilePath(output_dir) / 'metrics.jsonl', stage='prm')],
-        sampler=LongestFirstSampler(lengths, config.batch_size, config.seed) if config.longest_first else None,
+        longest_first=config.longest_first,
     )
     return quiet_logs(trainer)
 
 
-def _save(model, tokenizer, config: PRMConfig, log_history: list, output_dir):
-    out = FilePath(output_dir)
+def _save(trainer, tokenizer, config: PRMConfig, output_dir):
+    "The trained PRM (LoRA merged in every process), saved with its tokenizer and config by the main process."
+    out, model = FilePath(output_dir), trainer.model
     out.mkdir(parents=True, exist_ok=True)
     if config.adapter == 'lora':
         model = model.merge_and_unload()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    write_json(out / 'prm_config.json', asdict(config))
+
+    def save():
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        write_json(out / 'prm_config.json', asdict(config))
+
+    on_main_process(trainer, save)
     model.prm_config = config
     return model
 
@@ -617,7 +590,7 @@ def _best_epoch(trainer, n_held: int):
         return
     st, name = trainer.state, trainer.args.metric_for_best_model
     logger.info("PRM: step %s kept (held-out %s %.3f on %d paths)", st.best_global_step, name, st.best_metric, n_held)
-    for ckpt in FilePath(trainer.args.output_dir).glob('checkpoint-*'):
+    for ckpt in FilePath(trainer.args.output_dir).glob('checkpoint-*') if trainer.is_world_process_zero() else ():
         shutil.rmtree(ckpt, ignore_errors=True)
 
 
@@ -632,7 +605,7 @@ def train_prm(model_or_path, tokenizer, examples: Sequence[dict], config: PRMCon
     train_resumable(trainer)
     logger.info("PRM trained on %d paths, final loss %s", len(train), trainer.state.log_history[-1].get('train_loss'))
     _best_epoch(trainer, len(held))
-    return _save(trainer.model, tokenizer, config, trainer.state.log_history, output_dir).eval()
+    return _save(trainer, tokenizer, config, output_dir).eval()
 
 # %% ../nbs/06_prm.ipynb #6097ad65
 def read_prm_config(path) -> PRMConfig:

@@ -12,7 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any, Callable
-from .core import atomic_write
+from .core import atomic_write, process_rank, wait_for_everyone, wait_for_file
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,29 @@ def _resumable(partial: FilePath) -> bool:
     return found
 
 
+def _partial(out: FilePath, kind: str) -> FilePath:
+    "Where `fn` writes: `out` itself (a file stage) or `<name>.partial` (a dir stage, renamed into place at the end)."
+    return out.with_name(out.name + '.partial') if kind == 'dir' else out
+
+
+def _prepare(out: FilePath, home: FilePath, kind: str):
+    "Empty a dir stage's partial output left by a kill, unless it holds checkpoints to resume from."
+    partial = _partial(out, kind)
+    if kind == 'dir' and partial.exists() and not _resumable(partial):
+        shutil.rmtree(partial)
+    home.mkdir(parents=True, exist_ok=True)
+
+
+def _finish(out: FilePath, home: FilePath, kind: str, stage: str, settings):
+    "Move a dir stage's output into place, then write `DONE`: from here on the step is skipped."
+    if kind == 'dir':
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(_partial(out, kind), out)
+    with atomic_write(home / 'DONE') as f:
+        f.write(json.dumps({'stage': stage, 'settings': settings}, default=str))
+
+# %% ../nbs/10a_steps.ipynb #b863e708
 def run_step(
     cache: FilePath,
     run_dir: FilePath,
@@ -62,25 +85,28 @@ def run_step(
     inputs: list = (),
     settings: Any = None,
     kind: str = 'file',
+    all_processes: bool = False,
 ) -> Step:
-    "Run `fn(out, *input paths)` unless its output is done; link it into `run_dir/rel`."
+    "Run `fn(out, *input paths)` unless its output is done; link it into `run_dir/rel` (`all_processes`: training)."
     key = step_key(stage, list(inputs), settings)
     home = cache / f'{stage}-{key}'
-    out = home / FilePath(rel).name
+    out, main = home / FilePath(rel).name, process_rank() == 0
+    if not main and not all_processes:  # the main process runs it alone; the others wait for its DONE
+        wait_for_file(home / 'DONE')
+        return Step(out, key, stage)
     if not (home / 'DONE').exists():
         log.info("%s: running (%s)", rel, key)
-        partial = out.with_name(out.name + '.partial') if kind == 'dir' else out
-        if kind == 'dir' and partial.exists() and not _resumable(partial):
-            shutil.rmtree(partial)
-        home.mkdir(parents=True, exist_ok=True)
-        fn(partial, *[i.path for i in inputs])
-        if kind == 'dir':
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(partial, out)
-        with atomic_write(home / 'DONE') as f:
-            f.write(json.dumps({'stage': stage, 'settings': settings}, default=str))
+        if main:
+            _prepare(out, home, kind)
+        if all_processes:
+            wait_for_everyone()  # nobody trains into a partial output the main process is still clearing
+        fn(_partial(out, kind), *[i.path for i in inputs])
+        if not main:
+            wait_for_file(home / 'DONE')
+            return Step(out, key, stage)
+        _finish(out, home, kind, stage, settings)
     else:
         log.info("%s: done, skipped (%s)", rel, key)
-    _link(out, run_dir / rel)
+    if main:
+        _link(out, run_dir / rel)
     return Step(out, key, stage)

@@ -19,7 +19,7 @@ from pathlib import Path as FilePath
 import torch
 from tokenizers import Tokenizer, models as tk_models, pre_tokenizers, decoders, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback
-from .core import canonical, closest, seed_everything, write_json
+from .core import canonical, closest, seed_everything, world_size, write_json
 from .tasks import load_task
 from .config import SFTTrainConfig
 from .models import load_model, train_sft
@@ -181,6 +181,7 @@ def _train_m0(config: ToyM0Config, out: FilePath, base: FilePath | None = None) 
     seed_everything(config.seed)
     model = toy_model(tok, config.size, seed=config.seed) if base is None else load_model(base, device='cpu')[0]
     base = dict(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed, logging_steps=16)
+    base['longest_first'] = False  # the data order the cached recipes were trained in (their keys predate it)
     sft = SFTTrainConfig(**{**base, **config.train})
     cbs = (
         [
@@ -247,6 +248,12 @@ def _recipe(config) -> ToyM0Config:
     return M0_RECIPES[config]
 
 
+def _single_process(name: str):
+    "The toy M0 trains in one process: under torchrun its Trainer would wait for processes that never join it."
+    if world_size() > 1:
+        raise RuntimeError(f"toy M0 {name} is not cached: train it in one process first (sipf run CONFIG, no torchrun)")
+
+
 def build_once(final: FilePath, build) -> FilePath:
     "`final`, made once across processes: `build(tmp)` fills a temporary directory, renamed when it wrote eval.json."
     root = final.parent
@@ -254,6 +261,7 @@ def build_once(final: FilePath, build) -> FilePath:
     with _file_lock(root / f'.{final.name}.lock'):
         if (final / 'eval.json').exists():
             return final
+        _single_process(final.name)
         for stale in root.glob(f'.{final.name}.*'):  # left by a killed trainer; we hold the lock
             if stale.is_dir():
                 shutil.rmtree(stale, ignore_errors=True)
@@ -333,7 +341,8 @@ def _train_base(config: ToyBaseConfig, out: FilePath):
     tok = toy_tokenizer()
     seed_everything(config.seed)
     model = toy_model(tok, config.size, seed=config.seed)
-    sft = SFTTrainConfig(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed)
+    opts = dict(epochs=config.epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed)
+    sft = SFTTrainConfig(**opts, longest_first=False)  # the order its cached recipe was trained in
     texts = base_corpus(config)
     return train_sft(model, tok, [''] * len(texts), texts, sft, out)
 

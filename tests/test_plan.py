@@ -150,3 +150,21 @@ def test_probe_of_an_unreachable_hub_model_is_one_line():
     err = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(err) == 1, r.stderr[-2000:]
     assert err[0].startswith("sipf: error: unknown model id 'google/gemma-2b'"), err
+
+
+def test_simulator_kv_cache_follows_the_configs_batch():
+    "The simulator's peak memory counts the rollouts `simulate.batch_paths` puts in flight, not a fixed 64."
+    import inspect
+
+    from sipf.pipeline import Stages
+    from sipf.plan import HF_BATCH, generate_memory_gb, simulate_sequences
+
+    assert HF_BATCH == inspect.signature(Stages.backend).parameters['batch_size'].default  # what generate really gets
+    c = load_config('gemma2b-gsm8k', ['simulate.batch_paths=1', 'simulate.strategy=exhaustive'])
+    sim = _stage(plan(c, 'A100-80GB'), 'simulate', 1)
+    big = _stage(plan(load_config('gemma2b-gsm8k'), 'A100-80GB'), 'simulate', 1)
+    arch, seq = ARCHS[c.simulator], 71.8 + c.sample.max_new_tokens + c.simulate.max_new_tokens
+    n = simulate_sequences(c.simulate, 3.58)
+    assert n == 1 * 4 * 8  # one path in flight, 4 steps rolled out (ceil of GSM8K's 3.58), 8 rollouts each
+    assert sim['peak_gb'] < big['peak_gb'] - 10  # 32 sequences of a 7B simulator's KV cache, not 64
+    assert abs(sim['peak_gb'] - generate_memory_gb(arch, 'transformers', n, seq)) < 0.5
