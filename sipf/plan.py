@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path as FilePath
-from .config import RunConfig, TrainConfig
+from .config import SOLVER, RunConfig, TrainConfig
 from .core import closest
 
 # %% auto #0
@@ -398,7 +398,7 @@ class Setting:
         if self.gpu == 'cpu':
             self.a = replace(self.a, overhead_gb=0.0)  # no CUDA context on the CPU
         self.policy = model_arch(c.model, c.toy_size)
-        self.simulator = model_arch(c.simulator, c.toy_size) if c.simulator else self.policy
+        self.simulator = model_arch(c.simulator, c.toy_size) if c.simulator not in ('', SOLVER) else self.policy
         self.verifier = model_arch(c.verifier, c.toy_size) if c.verifier else self.policy
         self.train = task_profile(c, c.task, 'train')
         self.evals = {t: task_profile(c, t, 'test') for t in c.eval_tasks}
@@ -566,10 +566,11 @@ def simulate_row(s: Setting, k: int, n: dict) -> dict:
     trust = t.kind == 'math' and cfg.outcome_last and cfg.trust_outcome
     rollouts = n['simulated'] * rollouts_per_path(cfg.strategy, rolled_steps(s), cfg.n_rollouts, s.a, trust)
     each = min(cfg.max_new_tokens, s.a.rollout_factor * t.solution_tokens)
-    seconds = rollouts * each / s.tps(s.simulator, cfg.backend) + _checks(s, t.kind, rollouts)
+    solver = c.simulator == SOLVER  # programmatic rollouts (sipf.solver): no model, no GPU, only the checks
+    seconds = (0 if solver else rollouts * each / s.tps(s.simulator, cfg.backend)) + _checks(s, t.kind, rollouts)
     seq = t.prompt_tokens + c.sample.max_new_tokens + cfg.max_new_tokens
     sequences = simulate_sequences(cfg, rolled_steps(s))
-    gb = s.generate_gb(s.simulator, cfg.backend, sequences, seq, four_bit=cfg.load_in_4bit)
+    gb = 0.0 if solver else s.generate_gb(s.simulator, cfg.backend, sequences, seq, four_bit=cfg.load_in_4bit)
     model = _short(c.simulator) if c.simulator else f'M{k - 1}'
     return _row(
         'simulate',
@@ -786,7 +787,9 @@ def memory_warnings(rows: list[dict], limit_gb: float | None, gpu: str) -> list[
 # %% ../nbs/10c_plan.ipynb #c48f079b
 def _generation_line(s: Setting) -> str:
     c = s.c
-    models = [('policy', s.policy)] + [('simulator', s.simulator)] * (c.preset.feedback == 'process')
+    models = [('policy', s.policy)] + [('simulator', s.simulator)] * (
+        c.preset.feedback == 'process' and c.simulator != SOLVER
+    )
     rates = ', '.join(f"{k} {s.tps(a, c.sample.backend):,.0f}" for k, a in models)
     if s.tokens_per_s:
         return f"generation: {rates} tokens/s (the policy's figure given or probed, others scaled by parameters)"

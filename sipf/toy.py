@@ -309,10 +309,10 @@ def toy_tasks(config: ToyM0Config | str = 'policy', n_test: int = 300):
 class ToyBaseConfig:
     "Recipe of the toy base: next-token prediction on arith narratives (no Q/A format), from random weights."
 
-    n_texts: int = 8000  # narratives in the corpus (125 steps of 64)
+    n_texts: int = 16000  # narratives in the corpus
     corpus_seed: int = 1000  # generator seed of their problems (gold sets use the task's seed, 0 by default)
     size: str = 'policy'  # toy model size (see TOY_SIZES)
-    epochs: float = 1.0
+    epochs: float = 2.0  # 500 steps of 64
     lr: float = 3e-3
     batch_size: int = 64
     seed: int = 0  # model init and data order

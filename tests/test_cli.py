@@ -93,8 +93,26 @@ def test_demo_quick_end_to_end(tmp_path):
     res = json.loads((tmp_path / 'results.json').read_text())
     assert len(res['mean']) == 1 + 3 + 3 + 1 + 3
     assert (tmp_path / 'plots' / 'iterations.png').exists()
-    assert list(tmp_path.glob('seed0-sipf/iter_3/pairs.jsonl'))
+    _every_stage_has_data(tmp_path)
     print(f"demo --quick took {time.time() - t0:.0f} s")
+
+
+def _weights(model_dir) -> str:
+    import hashlib
+
+    return hashlib.sha256((model_dir / 'model.safetensors').read_bytes()).hexdigest()
+
+
+def _every_stage_has_data(runs):
+    "The smoke run smoke-tests: each iteration of SIPF and SIOF trains on pairs and changes the model."
+    for method in ('sipf', 'siof'):
+        run = runs / f'seed0-{method}'
+        for k in (1, 2, 3):
+            it = run / f'iter_{k}'
+            assert (it / 'pairs.jsonl').read_text().strip(), f"{method} iteration {k}: no pairs"
+            assert _weights(it / 'model') != _weights(run / f'iter_{k - 1}' / 'model'), f"{method} M{k} == M{k - 1}"
+    labels = (runs / 'seed0-sipf' / 'iter_1' / 'labels.jsonl').read_text().splitlines()
+    assert labels and any('"labels": [1' in line for line in labels), 'the simulator labelled no step right'
 
 
 BAD_INPUT = [  # each was a traceback (exit 1) before the typed config; now one line naming the key, file or model

@@ -169,7 +169,7 @@ def test_toy_m0_keeps_its_data_order_and_its_cache_keys(monkeypatch):
 
     assert st.recipe_key(st.M0_RECIPES['policy']) == '312b1af008a3'  # its value before `longest_first` existed
     assert st.recipe_key(_toy_m0_config(load_config('toy'))) == '312b1af008a3'
-    assert st.recipe_key(_toy_m0_config(load_config('toy-quick'))) == '7aa08d8d5412'
+    assert st.recipe_key(_toy_m0_config(load_config('toy-quick'))) == 'ef5166953466'  # issue 13's toy-quick (tiny)
     seen = []
     monkeypatch.setattr(sipf.models, 'train_resumable', lambda t: seen.append(t))
     monkeypatch.setattr(sipf.models, '_save_sft', lambda *a: None)

@@ -29,11 +29,11 @@ def test_toy_quick_counts_by_hand():
     rows = plan(load_config('toy-quick'), 'cpu')
     m0, sample, sim = _stage(rows, 'm0', 0), _stage(rows, 'sample', 1), _stage(rows, 'simulate', 1)
     prm, align, ev = _stage(rows, 'prm', 1), _stage(rows, 'align', 1), _stage(rows, 'eval', 0)
-    assert (m0['rows'], m0['steps']) == (300, 8 * 5)  # n_train 300 in batches of 64 (5), 8 epochs
-    assert (sample['questions'], sample['generations'], sample['tokens_max']) == (96, 96 * 4, 96 * 4 * 64)
-    assert sim['generations'] == 48  # n_simulate paths labelled
-    assert (prm['rows'], prm['steps']) == (48 - 4, 2 * 2)  # round(8 % of 48) held out; 44 rows / 32 = 2 a epoch
-    assert (align['rows'], align['steps']) == (96 // 2, 12)  # pair_share 0.5 x 1 pair a question; max_steps 12
+    assert (m0['rows'], m0['steps']) == (1000, 10 * 63)  # n_train 1,000 in batches of 16 (63), 10 epochs
+    assert (sample['questions'], sample['generations'], sample['tokens_max']) == (96, 96 * 8, 96 * 8 * 64)
+    assert sim['generations'] == 96  # n_simulate paths labelled
+    assert (prm['rows'], prm['steps']) == (96 - 8, 8 * 11)  # round(8 % of 96) held out; 88 rows / 8 = 11 a epoch
+    assert (align['rows'], align['steps']) == (96 // 2, 3 * 3)  # pair_share 0.5 x 1 a question; 3 epochs of 48 / 16
     assert ev['questions'] == 100  # n_eval
     assert len(rows) == 2 + 3 * 6
 
@@ -46,10 +46,10 @@ def test_override_counts_by_hand():
     rows = plan(c, 'cpu', assumptions=Assumptions(kept_share=1.0))
     sample, sim = _stage(rows, 'sample', 1), _stage(rows, 'simulate', 1)
     assert (sample['generations'], sample['tokens_max']) == (50 * 6, 50 * 6 * 64)
-    task = load_task('arith', split='train', n=300, **c.task_options)
-    steps = sum(len(task.split_steps(p.solution)) for p in task.problems) / 300 - 1  # the answer line takes the outcome
+    task = load_task('arith', split='train', n=1000, **c.task_options)
+    steps = sum(len(task.split_steps(p.solution)) for p in task.problems) / 1000 - 1  # answer line: outcome
     assert sim['rollouts'] == pytest.approx(20 * steps * 3, abs=0.5)
-    assert _stage(rows, 'score', 1)['generations'] == 50 * 4  # every kept path: 'fixed' caps of 2 + 2 a question
+    assert _stage(rows, 'score', 1)['generations'] == 50 * 6  # every kept path: official quotas keep all (share 1)
 
 
 def test_exhaustive_costs_more_rollouts_than_early_stop():

@@ -6,6 +6,7 @@ checked below); where bitsandbytes is installed (its CPU backend, >= 0.45) the s
 
 import importlib.util
 import json
+import os
 import time
 
 import pytest
@@ -53,7 +54,12 @@ def test_rehearsal_runs_every_stage(name, workdir, capsys):
     real = load_config(name)
     t0 = time.time()
     more = [] if name == 'gemma2b-gsm8k' else ['--set', 'iterations=1']  # one config rehearses two iterations
-    code = main(['-q', 'run', name, '--rehearse', '--data', str(DATA), '--workdir', str(workdir), *more])
+    env = dict(os.environ)
+    try:
+        code = main(['-q', 'run', name, '--rehearse', '--data', str(DATA), '--workdir', str(workdir), *more])
+    finally:  # `-q` and `--data` set the process's environment: not for the tests that follow
+        os.environ.clear()
+        os.environ.update(env)
     TIMES[name] = round(time.time() - t0)
     assert code == 0, capsys.readouterr().err[-2000:]
     run = workdir / 'runs' / f'{name}-rehearsal'
