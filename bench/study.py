@@ -1,13 +1,14 @@
 """The study of issue 13: the ladder of methods on the study's toy world, for several seeds, scored on fresh problems.
 
-    python bench/study.py run --seed 0 &  python bench/study.py run --seed 1 &  # seeds side by side (resumable)
-    python bench/study.py run --seed 2
+    python bench/study.py run --seed 0 --score & python bench/study.py run --seed 1 --score &  # side by side
+    python bench/study.py run --seed 2 --score       # resumable: a rerun skips every finished stage
     python bench/study.py report                     # Table 1 with intervals, the label ladder, Figures 3 and 4
 
-Every rung runs `sipf.pipeline.run` on `sipf/configs/study.yaml` plus the rung's overrides (one shared stage cache,
-so the rungs of a seed share its M0 and their identical first-iteration samples). `report` scores every model on
-fresh test problems 300..1299 of the study's world (no run and no choice saw them; `n_eval` monitors 0..299),
-writes results.json, results.md and the PNGs to `--out`, and prints the table. Last line: one JSON object.
+Every rung runs `sipf.pipeline.run` on the bundled config `WORLD` plus the rung's overrides (one shared stage cache,
+so the rungs of a seed share its M0 and their identical first-iteration samples). `--score` and `report` score every
+model on fresh test problems 1300..2299 of the world (no run and no choice saw them; `n_eval` monitors
+0..299); `report` writes results.json, results.md and the PNGs to `--out` and prints the table. Last line: one JSON
+object.
 """
 
 import argparse
@@ -29,7 +30,8 @@ RUNGS = {  # name -> (preset, overrides, what the rung asks), in the order a see
     'psrf': ('psrf', ['simulator=arith-solver'], 'DPO on process pairs (Figure 3: ORPO vs DPO)'),
 }
 TRACE = ['align.trace_steps=10']  # chosen / rejected log-probs during alignment (Figure 3)
-FRESH = (300, 1000)  # first fresh test problem, how many
+WORLD = 'toy'  # the bundled config every rung starts from (15_study, amendment 3: study.yaml's M0 stayed at 4-8 %)
+FRESH = (1300, 1000)  # first fresh test problem, how many (300..1299 scored the session-5 demo: not reused)
 
 
 def rung_config(rung: str, seed: int, runs_dir: str, extra=()):
@@ -37,7 +39,7 @@ def rung_config(rung: str, seed: int, runs_dir: str, extra=()):
 
     method, overrides, _ = RUNGS[rung]
     return load_config(
-        'study',
+        WORLD,
         [f'method={method}', *overrides, *TRACE, *extra],
         seed=seed,
         runs_dir=runs_dir,
@@ -52,6 +54,8 @@ def cmd_run(args):
         t0 = time.time()
         run(rung_config(rung, args.seed, args.runs_dir, args.set))
         print(f"seed {args.seed} {rung}: {time.time() - t0:.0f} s", flush=True)
+    if args.score:  # this seed's models on the fresh problems, while other seeds still run
+        score_fresh(FilePath(args.runs_dir), seeds={args.seed})
 
 
 def models(runs_dir: FilePath):
@@ -71,31 +75,36 @@ def fresh_task(runs_dir: FilePath):
     from sipf.config import load_config
     from sipf.tasks import load_task
 
-    c = load_config('study')
-    task = load_task('arith', split='test', n=sum(FRESH), **c.task_options)
+    opts = dict(load_config(WORLD).task_options)
+    opts.pop('seed', None)  # the test split does not depend on the training set's seed
+    task = load_task('arith', split='test', n=sum(FRESH), **opts)
     return type(task)(task.problems[FRESH[0] :])
 
 
-def score_fresh(runs_dir: FilePath, threads: int = 1) -> dict:
-    "Per-problem greedy correctness on the fresh problems of every model, cached in `runs_dir`/fresh.json."
+def score_fresh(runs_dir: FilePath, threads: int = 1, seeds=None) -> dict:
+    "Per-problem greedy correctness on the fresh problems of every model, cached per seed in `runs_dir`/fresh-S.json."
     import torch
     from sipf.evaluate import greedy_completions
     from sipf.models import load_model
     from sipf.sample import TransformersBackend
 
     torch.set_num_threads(threads)
-    cache = runs_dir / 'fresh.json'
-    done = json.loads(cache.read_text()) if cache.exists() else {}
-    task = fresh_task(runs_dir)
+    task, done = fresh_task(runs_dir), {}
     for seed, rung, k, model_dir in models(runs_dir):
-        key = f'{seed}/{rung}/{k}'
-        if key in done:
+        if seeds is not None and seed not in seeds:
             continue
-        model, tok = load_model(str(model_dir), device='cpu')
-        gens = greedy_completions(task, TransformersBackend(model.eval(), tok, batch_size=128), task.problems, 128, 96)
-        done[key] = [int(x) for x in task.judge(task.problems, [g.text for g in gens])]
-        cache.write_text(json.dumps(done))
-        print(f"fresh {key}: {100 * sum(done[key]) / len(done[key]):.1f}", flush=True)
+        cache = runs_dir / f'fresh-{seed}.json'
+        mine = json.loads(cache.read_text()) if cache.exists() else {}
+        key = f'{seed}/{rung}/{k}'
+        if key not in mine:
+            model, tok = load_model(str(model_dir), device='cpu')
+            gens = greedy_completions(
+                task, TransformersBackend(model.eval(), tok, batch_size=128), task.problems, 128, 96
+            )
+            mine[key] = [int(x) for x in task.judge(task.problems, [g.text for g in gens])]
+            cache.write_text(json.dumps(mine))
+            print(f"fresh {key}: {100 * sum(mine[key]) / len(mine[key]):.1f}", flush=True)
+        done[key] = mine[key]
     return done
 
 
@@ -174,7 +183,7 @@ def _train_task():
     from sipf.config import load_config
     from sipf.tasks import load_task
 
-    c = load_config('study')
+    c = load_config(WORLD)
     opts = dict(c.task_options)
     return load_task('arith', split='train', n=c.n_train, seed=opts.pop('seed'), **opts)
 
@@ -286,6 +295,7 @@ def main():
     r.add_argument('--seed', type=int, default=0)
     r.add_argument('--rungs', nargs='+', choices=list(RUNGS), help='default: all')
     r.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='override a key of every rung')
+    r.add_argument('--score', action='store_true', help="then score this seed's models on the fresh problems")
     rep = sub.add_parser('report', help='score on fresh problems; table, label ladder, figures')
     rep.add_argument('--out', default='nbs/study', help='where results.json / results.md / PNGs go')
     rep.add_argument('--threads', type=int, default=1)
