@@ -168,9 +168,9 @@ TRAINERS = ('m0', 'prm', 'align')
 
 
 def _trainer_sets() -> list[str]:
-    "Two steps of each trainer. A verifier of two steps cannot part paths by the config's margin: pairs take any gap."
+    "Two steps of each trainer. A verifier of two steps ranks paths at random: pairs take any gap, right or not."
     per = ['max_steps=2', 'batch_size=2', 'grad_accum=1', 'max_length=512', 'logging_steps=1']
-    return [f'{s}.{kv}' for s in TRAINERS for kv in per] + ['pairs.margin=0']
+    return [f'{s}.{kv}' for s in TRAINERS for kv in per] + ['pairs.margin=0', 'pairs.require_correct_chosen=false']
 
 
 MEMORISE_STEPS = 200  # full-batch steps of a generating stand-in (policy, simulator) on its task's training problems
