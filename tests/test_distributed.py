@@ -161,7 +161,7 @@ def test_orpo_and_dpo_first_batch_is_the_longest(monkeypatch, rows, tmp_path):
         assert first[::-1] == lengths[:3], objective
 
 
-def test_toy_m0_keeps_its_data_order_and_its_cache_keys(monkeypatch):
+def test_toy_m0_keeps_its_data_order_and_its_cache_keys(monkeypatch, tmp_path):
     "The toy M0 trains in the Trainer's own shuffled order, so the cached recipes stay valid: their keys are pinned."
     import sipf.toy as st
     from sipf.config import load_config
@@ -173,7 +173,7 @@ def test_toy_m0_keeps_its_data_order_and_its_cache_keys(monkeypatch):
     seen = []
     monkeypatch.setattr(sipf.models, 'train_resumable', lambda t: seen.append(t))
     monkeypatch.setattr(sipf.models, '_save_sft', lambda *a: None)
-    st._train_m0(st.ToyM0Config(n_train=16, epochs=1.0, size='tiny'), FilePath('/nonexistent/m0'))
+    st._train_m0(st.ToyM0Config(n_train=16, epochs=1.0, size='tiny'), tmp_path / 'm0')
     assert seen[0].longest_first is False and type(seen[0]._get_train_sampler()).__name__ == 'RandomSampler'
 
 
