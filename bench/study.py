@@ -139,8 +139,10 @@ def row_label(rung: str, k: int) -> str:
 
     if rung == 'm0':
         return 'SFT (M0)'
+    from sipf.config import PRESETS
+
     method, _, _ = RUNGS[rung]
-    name = row_name(method, k, 3)
+    name = row_name(method, k, PRESETS[method].iterations)
     return f"{name} [{rung}]" if rung.startswith('sipf-') or rung in ('no-or', 'psrf') else name
 
 
