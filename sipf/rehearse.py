@@ -160,7 +160,8 @@ def stand_in(model_id: str, out_dir, data_dir, task=None, problems=(), steps: in
 # %% ../nbs/10e_rehearse.ipynb #919938c6
 SHRINK = [
     'n_train=4', 'n_sample=4', 'n_simulate=4', 'n_eval=4', 'iterations=2', 'gpu=false',
-    'sample.n=3', 'sample.n_code=3', 'sample.max_new_tokens=384', 'sample.time_budget=0', 'sample.max_rounds=1',
+    'sample.n=3', 'sample.n_code=3', 'sample.max_new_tokens=384', 'sample.temperature=0.5', 'sample.time_budget=0',
+    'sample.max_rounds=1',
     'sample.questions_per_round=4', 'simulate.n_rollouts=2', 'simulate.max_new_tokens=384',
     'eval.batch_size=8', 'eval.max_new_tokens=384',
 ]  # fmt: skip

@@ -118,7 +118,7 @@ def _every_stage_has_data(runs):
 BAD_INPUT = [  # each was a traceback (exit 1) before the typed config; now one line naming the key, file or model
     (['run', 'toy-quick', '--set', 'task.name=gsm9k'], "config key 'task' is 'arith', not a section"),
     (['run', 'toy-quick', '--set', 'sample=5', '--set', 'sample.n=3'], "config key 'sample' is 5, not a section"),
-    (['run', 'toy-quick', '--set', 'align.lr.x=1'], "config key 'align.lr' is 0.0005, not a section"),
+    (['run', 'toy-quick', '--set', 'align.lr.x=1'], "config key 'align.lr' is 0.0001, not a section"),
     (['run', 'toy-quick', '--set', 'align.lrr=1'], "unknown 'align' key 'lrr' (did you mean 'lr'?)"),
     (['run', 'toy-quick', '--set', 'sample.prompt_style=cot'], "set 'prompt_style' at the top level"),
     (['eval', '/nonexistent'], "unknown model '/nonexistent'"),
