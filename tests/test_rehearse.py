@@ -41,8 +41,12 @@ def _rank(model_dir) -> int:
 
 def _check_iteration(run, k: int, config):
     it = run / f'iter_{k}'
-    for name in ('samples', 'labels', 'scored') + (('pairs',) if k == 1 else ()):
-        _nonempty_jsonl(it / f'{name}.jsonl')  # later iterations may add no pair: ORPO trains on the accumulated ones
+    if k > 1:  # the official loop drops paths an earlier iteration sampled, and memorising stand-ins repeat themselves:
+        assert (it / 'samples.jsonl').exists(), f"iteration {k}: no sampling"  # may add nothing new (CI: gemma2b)
+        assert _rank(it / 'model') == config.lora.r  # ORPO trained on the accumulated pairs
+        return
+    for name in ('samples', 'labels', 'scored', 'pairs'):
+        _nonempty_jsonl(it / f'{name}.jsonl')
     assert not (it / 'prm' / 'EMPTY').exists(), f"iteration {k}: no PRM was trained"
     if HAS_BNB:  # a 4-bit PRM keeps its adapter; a LoRA PRM is saved merged (sipf.prm), as qlora is rehearsed in CI
         assert _rank(it / 'prm') == config.lora.r
