@@ -31,6 +31,7 @@ RUNGS = {  # name -> (preset, overrides, what the rung asks), in the order a see
 }
 TRACE = ['align.trace_steps=10']  # chosen / rejected log-probs during alignment (Figure 3)
 WORLD = 'toy'  # the bundled config every rung starts from (15_study, amendment 3: study.yaml's M0 stayed at 4-8 %)
+AS_RUN = ['simulator=""']  # the world as the study ran it: toy.yaml's simulator was the policy until the demo followed it
 FRESH = (1300, 1000)  # first fresh test problem, how many (300..1299 scored the session-5 demo: not reused)
 
 
@@ -40,7 +41,7 @@ def rung_config(rung: str, seed: int, runs_dir: str, extra=()):
     method, overrides, _ = RUNGS[rung]
     return load_config(
         WORLD,
-        [f'method={method}', *overrides, *TRACE, *extra],
+        [f'method={method}', *AS_RUN, *overrides, *TRACE, *extra],
         seed=seed,
         runs_dir=runs_dir,
         name=f'seed{seed}-{rung}',
