@@ -31,7 +31,7 @@ RUNGS = {  # name -> (preset, overrides, what the rung asks), in the order a see
 }
 TRACE = ['align.trace_steps=10']  # chosen / rejected log-probs during alignment (Figure 3)
 WORLD = 'toy'  # the bundled config every rung starts from (15_study, amendment 3: study.yaml's M0 stayed at 4-8 %)
-AS_RUN = ['simulator=""']  # the world as the study ran it: toy.yaml's simulator was the policy until the demo followed it
+AS_RUN = ['simulator=""']  # the world as the study ran it: toy.yaml's simulator was the policy until the demo changed
 FRESH = (1300, 1000)  # first fresh test problem, how many (300..1299 scored the session-5 demo: not reused)
 
 
@@ -191,35 +191,15 @@ def _train_task():
     return load_task('arith', split='train', n=c.n_train, seed=opts.pop('seed'), **opts)
 
 
-def _share(xs) -> float | None:
-    xs = list(xs)
-    return sum(xs) / len(xs) if xs else None
-
-
-def label_row(task, it: FilePath) -> dict:
-    "MC-label and PRM step accuracy against the truth, and the pairs and their clean-chosen share, of one iteration."
-    from sipf.core import read_jsonl
-
-    paths = {p['id']: p for p in read_jsonl(it / 'scored.jsonl')} if (it / 'scored.jsonl').exists() else {}
-    truth = {i: task.step_truth(task.by_id(p['problem_id']), p['text'], cumulative=True) for i, p in paths.items()}
-    labels = read_jsonl(it / 'labels.jsonl') if (it / 'labels.jsonl').exists() else []
-    mc = [int(l == t) for r in labels for l, t in zip(r['labels'], truth.get(r['path_id'], [])) if l is not None]
-    held = [i for i in paths if i not in {r['path_id'] for r in labels}]  # paths the PRM never trained on
-    prm = [int((s >= 0.5) == t) for i in held for s, t in zip(paths[i]['meta'].get('step_scores', []), truth[i])]
-    pairs = read_jsonl(it / 'pairs.jsonl') if (it / 'pairs.jsonl').exists() else []
-    clean = [all(task.step_truth(task.by_id(p['problem_id']), p['chosen'])) for p in pairs if 'chosen' in p]
-    return dict(mc_label_acc=_share(mc), prm_step_acc=_share(prm), pairs=len(pairs), chosen_clean=_share(clean))
-
-
 def label_ladder(runs_dir: FilePath) -> list[dict]:
     "One row per (rung, iteration) with pairs, averaged over seeds."
-    from sipf.report import mean_sem
+    from sipf.report import feedback_row, mean_sem
 
     task, acc = _train_task(), {}
     for run in sorted(runs_dir.glob('seed*-*')):
         rung = run.name.split('-', 1)[1]
         for it in sorted(run.glob('iter_[1-9]')):
-            acc.setdefault((rung, int(it.name[5:])), []).append(label_row(task, it))
+            acc.setdefault((rung, int(it.name[5:])), []).append(feedback_row(task, it))
     out = []
     for (rung, k), rs in sorted(acc.items(), key=lambda x: (ROW_ORDER.index(x[0][0]), x[0][1])):
         row = dict(rung=rung, k=k, name=row_label(rung, k), seeds=len(rs))

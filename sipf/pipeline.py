@@ -20,6 +20,7 @@ from .config import SOLVER, RunConfig, check_config, config_yaml, load_config, r
 from .config import PRESETS, METHOD_TABLE, Method, SECTIONS, apply_override, bundled_configs, config_file  # noqa: F401
 from .steps import Step, run_step, step_key  # noqa: F401
 from .report import collect, plot_iterations, results_table, row_name, seed_table, summary, _plot_rows, _plot_logps
+from .report import FEEDBACK_COLUMNS, feedback_row, feedback_table
 from .report import mean_sem, paper_name  # noqa: F401 (the pipeline re-exports what users look for here)
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 # %% auto #0
 __all__ = ['log', 'TOY_M0_FIELDS', 'BASE_MARKER', 'STAGES_VERSION', 'DEMO_METHODS', 'gold_examples', 'nll_examples',
            'vllm_options', 'Stages', 'model_path', 'training_rows', 'run_loop', 'sweep', 'check_model', 'check_run',
-           'write_results', 'run', 'compare', 'demo']
+           'write_results', 'run', 'compare', 'demo_feedback', 'demo']
 
 # %% ../nbs/10_pipeline.ipynb #9382a344
 def _prompt_of(task, style: str = 'instruct') -> Callable[[str], str]:
@@ -362,7 +363,7 @@ def run_loop(c: RunConfig, stages, run_dir: FilePath, cache: FilePath) -> FilePa
                 prm = step(f'{it}/prm', 'prm', stages.train_prm, [labels, samples, m0], kind='dir', train=True)
             data = step(f'{it}/scored.jsonl', 'score', stages.score, [prm, samples])
         history.append(step(f'{it}/pairs.jsonl', 'pairs', stages.pairs, [data] if data else []))
-        rows = history if c.align.accumulate else history[-1:]
+        rows = list({r.key: r for r in history}.values()) if c.align.accumulate else history[-1:]  # once each
         start = _start_of(c, m0, model, base)
         model = step(f'{it}/model', 'align', stages.align, [start, *rows], kind='dir', train=True)
         step(f'{it}/eval.json', 'eval', stages.evaluate, [model])
@@ -475,19 +476,39 @@ def compare(base: RunConfig, methods=DEMO_METHODS, stages_for=None) -> list[dict
     return [m0] + rows
 
 # %% ../nbs/10_pipeline.ipynb #592f3f8e
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def demo_feedback(runs_dir, seeds, rows: list[dict], task) -> list[dict]:
+    "`sipf.report.feedback_row` of every method's iteration (`rows` after M0), averaged over seeds."
+    out = []
+    for r in rows[1:]:
+        its = [FilePath(runs_dir) / f"seed{s}-{r['method']}" / f"iter_{r['iteration']}" for s in seeds]
+        per = [feedback_row(task, it) for it in its]
+        out.append({'name': r['name']} | {k: _mean(p[k] for p in per) for k in FEEDBACK_COLUMNS})
+    return out
+
+
 def demo(
     quick: bool = False, seeds=(0,), runs_dir: str = 'runs/demo', methods=DEMO_METHODS, overrides=(), stages_for=None
 ) -> str:
-    "The toy world end to end: M0 + SIPF x3 + SFT/RFT/SIOF/gold control per seed; the Table 1 layout with ± s.e."
+    "The toy world end to end: M0 + SIPF x3 + SFT/RFT/SIOF/gold control per seed; Table 1 (± s.e.), the feedback."
     per_seed, out = {}, FilePath(runs_dir)
     for s in seeds:
         base = load_config('toy-quick' if quick else 'toy', overrides, seed=s, runs_dir=runs_dir, name=f'seed{s}')
         per_seed[s] = compare(base, methods, stages_for)
     rows, sem = seed_table(per_seed)
-    write_json(out / 'results.json', {'per_seed': per_seed, 'mean': rows, 'sem': sem})
+    task = Stages(base).task()  # the toy world's training problems: their steps' truth
+    feedback = demo_feedback(out, seeds, rows, task) if hasattr(task, 'step_truth') else []
+    write_json(out / 'results.json', {'per_seed': per_seed, 'mean': rows, 'sem': sem, 'feedback': feedback})
     tables = [f"seed {s}:\n{results_table(r)}" for s, r in per_seed.items()] if len(seeds) > 1 else []
     table = results_table(rows, sem if len(seeds) > 1 else None)
     text = '\n\n'.join(tables + [('mean ± s.e. over seeds:\n' if tables else '') + table, summary(rows)])
+    text += (
+        f"\n\nwhere each method's data came from (checked against the toy world's truth):\n{feedback_table(feedback)}"
+    )
     with atomic_write(out / 'results.md') as f:
         f.write(text + '\n')
     (out / 'plots').mkdir(parents=True, exist_ok=True)

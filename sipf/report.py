@@ -10,8 +10,8 @@ from .core import read_jsonl
 from .config import PRESETS
 
 # %% auto #0
-__all__ = ['paper_name', 'collect', 'row_name', 'results_table', 'plot_iterations', 'plot_sweep', 'mean_sem', 'seed_table',
-           'summary']
+__all__ = ['FEEDBACK_COLUMNS', 'paper_name', 'collect', 'row_name', 'results_table', 'plot_iterations', 'plot_sweep', 'mean_sem',
+           'seed_table', 'summary', 'feedback_row', 'feedback_table']
 
 # %% ../nbs/10b_report.ipynb #f23b0d85
 def paper_name(method: str) -> str:
@@ -173,4 +173,43 @@ def _plot_logps(runs_dir: FilePath, seed: int):
 
     plot_logps(paths, [p.parts[-4].split('-', 1)[1].upper() for p in paths]).savefig(
         runs_dir / 'plots' / 'logps.png', dpi=100
+    )
+
+# %% ../nbs/10b_report.ipynb #8db8fb83
+def _share(xs) -> float | None:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else None
+
+
+def _rows(it: FilePath, name: str) -> list[dict]:
+    from sipf.core import read_jsonl
+
+    return read_jsonl(it / f'{name}.jsonl') if (it / f'{name}.jsonl').exists() else []
+
+
+def feedback_row(task, iter_dir) -> dict:
+    "One iteration's feedback against `task`'s step truth: MC labels, held-out PRM steps, pairs, fully right chosen."
+    it = FilePath(iter_dir)
+    paths, labels, pairs = ({p['id']: p for p in _rows(it, 'scored')}, _rows(it, 'labels'), _rows(it, 'pairs'))
+    truth = {i: task.step_truth(task.by_id(p['problem_id']), p['text'], cumulative=True) for i, p in paths.items()}
+    mc = [int(l == t) for r in labels for l, t in zip(r['labels'], truth.get(r['path_id'], [])) if l is not None]
+    held = [i for i in paths if i not in {r['path_id'] for r in labels}]  # paths the PRM never trained on
+    prm = [int((s >= 0.5) == t) for i in held for s, t in zip(paths[i]['meta'].get('step_scores', []), truth[i])]
+    clean = [all(task.step_truth(task.by_id(p['problem_id']), p['chosen'])) for p in pairs if 'chosen' in p]
+    return dict(mc_label_acc=_share(mc), prm_step_acc=_share(prm), pairs=len(pairs), chosen_clean=_share(clean))
+
+# %% ../nbs/10b_report.ipynb #77a819fb
+FEEDBACK_COLUMNS = {'mc_label_acc': 'MC labels = truth (%)', 'prm_step_acc': 'PRM step acc. (%)',
+                    'pairs': 'pairs / rows', 'chosen_clean': 'chosen fully right (%)'}  # fmt: skip
+
+
+def feedback_table(rows: list[dict]) -> str:
+    "Markdown of `feedback_row`s (each with its `name`; shares in %, `–` where nothing was counted)."
+
+    def cell(key, x):
+        return '–' if x is None else f"{x:.0f}" if key == 'pairs' else f"{100 * x:.1f}"
+
+    out = ['| Method | ' + ' | '.join(FEEDBACK_COLUMNS.values()) + ' |', '|---' * (len(FEEDBACK_COLUMNS) + 1) + '|']
+    return '\n'.join(
+        out + [f"| {r['name']} | " + ' | '.join(cell(k, r[k]) for k in FEEDBACK_COLUMNS) + ' |' for r in rows]
     )
