@@ -116,7 +116,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument('--batch-size', type=int, default=64)
     e.add_argument('--max-new-tokens', type=int, default=256)
     d = sub.add_parser(
-        'demo', help='the toy world end to end on CPU: SIPF x3 next to SFT, RFT, SIOF and the gold control'
+        'demo',
+        help='the toy world end to end on CPU: SIPF x3 (strong simulator) next to SFT, RFT, SIOF and the gold control',
     )
     d.add_argument('--quick', action='store_true', help='the ~3 minute version (CI)')
     seeds = 'one or more seeds (>= 2 gives ± standard errors)'
