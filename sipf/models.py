@@ -124,9 +124,17 @@ def lora_targets(model, opts: LoraOptions) -> list[str]:
     return sorted(names - {'lm_head', 'score', 'embed_out'})
 
 
+def _rehearsed(package: str) -> bool:
+    "Whether `package` is a rehearsal's CPU stand-in (`sipf.rehearse.install_stand_ins`), which needs no CUDA."
+    import sys
+
+    rehearse = sys.modules.get('sipf.rehearse')
+    return rehearse is not None and rehearse.stand_in_active(package)
+
+
 def _load_unsloth(name_or_path, qlora: bool, lora_opts: LoraOptions, dtype, lora: bool = True):
     "unsloth's FastLanguageModel path (CUDA only); to train (`lora`), a LoRA adapter on every linear layer of its kind."
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not _rehearsed('unsloth'):
         raise RuntimeError("unsloth=True needs a CUDA GPU; drop unsloth=True on CPU")
     from sipf.core import import_unsloth_first
 

@@ -4,18 +4,28 @@
 
 # %% ../nbs/10e_rehearse.ipynb #3f6fa748
 from __future__ import annotations
+import contextlib
+import copy
+import dataclasses
+import importlib.abc
 import importlib.util
 import json
 import logging
 import os
+import sys
+import warnings
+from dataclasses import dataclass
 from pathlib import Path as FilePath
 from .config import RunConfig, load_config
 
 log = logging.getLogger(__name__)
 
 # %% auto #0
-__all__ = ['log', 'ARCHS', 'CHAT_TEMPLATE', 'SP_SPECIALS', 'SHRINK', 'TRAINERS', 'MEMORISE_STEPS', 'arch_of',
-           'sentencepiece_stand_in', 'memory_texts', 'memorise', 'stand_in', 'rehearsal_config']
+__all__ = ['log', 'ARCHS', 'CHAT_TEMPLATE', 'SP_SPECIALS', 'BOS', 'EOS', 'BPE_SPECIALS', 'STAND_IN_PACKAGES', 'RECORD',
+           'ENGINE_ARGS', 'MAX_LORA_RANKS', 'UNREHEARSED', 'UNSLOTH_TARGETS', 'STAND_INS', 'SHRINK', 'TRAINERS',
+           'MEMORISE_STEPS', 'arch_of', 'sentencepiece_stand_in', 'bpe_stand_in', 'memory_texts', 'memorise',
+           'stand_in', 'SamplingParams', 'LoRARequest', 'CompletionOutput', 'RequestOutput', 'LLM', 'FastLanguageModel',
+           'stand_in_active', 'remove_stand_ins', 'rehearsed_packages', 'install_stand_ins', 'rehearsal_config']
 
 # %% ../nbs/10e_rehearse.ipynb #7af80f4b
 ARCHS = {  # hub id prefix -> (transformers architecture, tokenizer family)
@@ -72,6 +82,42 @@ def sentencepiece_stand_in(texts, arch: str = 'llama', vocab_size: int = 1024):
     )
     return _hf_sentencepiece(buf.getvalue(), specials)
 
+# %% ../nbs/10e_rehearse.ipynb #86c6474b
+BOS, EOS = '<｜begin▁of▁sentence｜>', '<｜end▁of▁sentence｜>'  # deepseek's (fullwidth bars, SentencePiece's ▁)
+BPE_SPECIALS = {  # hub id prefix -> the real byte-level BPE's special tokens, whether it adds bos, splits digits
+    'microsoft/phi': (dict(bos='<|endoftext|>', eos='<|endoftext|>', unk='<|endoftext|>'), False, False),  # no pad
+    'deepseek-ai/deepseek-coder': (dict(bos=BOS, eos='<|EOT|>', pad=EOS), True, True),  # the instruct models'
+    'deepseek-ai/': (dict(bos=BOS, eos=EOS), True, True),  # deepseek-math: no pad
+}
+
+
+def bpe_stand_in(texts, model_id: str, vocab_size: int = 1024):
+    "A small byte-level BPE trained on `texts` with the special tokens, bos and digit splitting of `model_id`'s."
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials, add_bos, split_digits = next(v for k, v in BPE_SPECIALS.items() if model_id.startswith(k))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
+    tok.decoder = decoders.ByteLevel()
+    tokens = list(dict.fromkeys(specials.values()))
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=tokens,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    if add_bos:
+        bos = [(specials['bos'], tok.token_to_id(specials['bos']))]
+        tok.post_processor = processors.TemplateProcessing(single=f'{bos[0][0]} $A', special_tokens=bos)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **{f'{k}_token': v for k, v in specials.items()})
+
 # %% ../nbs/10e_rehearse.ipynb #7d921379
 def _corpus(data_dir, n: int = 300) -> list[str]:
     "The text fields of the first `n` records of every local jsonl file: what stand-in tokenizers are trained on."
@@ -79,22 +125,23 @@ def _corpus(data_dir, n: int = 300) -> list[str]:
     return [' '.join(str(v) for v in r.values()) for r in rows]
 
 
-def _tokenizer(arch: str, family: str, data_dir, chat: bool):
-    from sipf.toy import toy_tokenizer
-
+def _tokenizer(model_id: str, data_dir):
+    "`model_id`'s stand-in tokenizer: its family and special tokens; a chat template for an instruct or chat model."
+    arch, family = arch_of(model_id)
     texts = _corpus(data_dir)
-    tok = sentencepiece_stand_in(texts, arch) if family == 'sentencepiece' else toy_tokenizer(texts, vocab_size=1024)
-    if chat:
+    tok = sentencepiece_stand_in(texts, arch) if family == 'sentencepiece' else bpe_stand_in(texts, model_id)
+    if any(w in model_id.lower() for w in ('instruct', 'chat')):
         tok.chat_template = CHAT_TEMPLATE
     return tok
 
 
 def _tiny_config(arch: str, tok):
+    "Two layers of width 64, weights drawn at std 0.1 (0.02, the default, makes them memorise 2-3x slower)."
     from transformers import GemmaConfig, LlamaConfig, PhiConfig
 
     shape = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2)
     shape.update(num_attention_heads=2, max_position_embeddings=2048, pad_token_id=tok.pad_token_id)
-    shape.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    shape.update(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, initializer_range=0.1)
     if arch == 'gemma':
         return GemmaConfig(**shape, num_key_value_heads=1, head_dim=32)
     if arch == 'phi':
@@ -118,23 +165,35 @@ def memory_texts(task, problems, chat=None) -> list[tuple[str, str]]:
     return texts
 
 
-def memorise(model, tok, texts, steps: int, seed: int = 0, lr: float = 1e-2) -> float:
-    "`steps` full-batch AdamW steps on the completions (+ eos) of `texts`, cosine to 0; the last loss."
+def _memory_batch(tok, texts):
+    "One padded batch of `texts`: ids, attention mask, labels on the completions (+ eos) only."
     import torch
 
-    torch.manual_seed(seed)
     rows = [tok(q + s)['input_ids'][:512] + [tok.eos_token_id] for q, s in texts]
     starts, n = [len(tok(q)['input_ids']) for q, _ in texts], max(map(len, rows))
     ids = torch.tensor([r + [tok.eos_token_id] * (n - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (n - len(r)) for r in rows])
     labels = ids.masked_fill(~torch.tensor([[s <= i < len(r) for i in range(n)] for r, s in zip(rows, starts)]), -100)
+    return dict(input_ids=ids, attention_mask=mask, labels=labels)
+
+
+def memorise(
+    model, tok, texts, steps: int, seed: int = 0, lr: float = 1e-2, stop_at: float = 0.02
+) -> tuple[float, int]:
+    "Full-batch AdamW steps (cosine over `steps`) on the completions of `texts` down to loss `stop_at`: (loss, steps)."
+    import torch
+
+    torch.manual_seed(seed)
+    batch = _memory_batch(tok, texts)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(steps):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    for step in range(1, steps + 1):
+        loss = model(**batch).loss
         loss.backward()
         opt.step(), sched.step(), opt.zero_grad()
-    return loss.item()
+        if loss.item() <= stop_at:
+            break
+    return loss.item(), step
 
 
 def stand_in(model_id: str, out_dir, data_dir, task=None, problems=(), steps: int = 0, role: str = 'model') -> str:
@@ -145,17 +204,487 @@ def stand_in(model_id: str, out_dir, data_dir, task=None, problems=(), steps: in
     out = FilePath(out_dir) / model_id.replace('/', '--')
     if (out / 'config.json').exists():
         return str(out)
-    arch, family = arch_of(model_id)
-    tok = _tokenizer(arch, family, data_dir, chat=any(w in model_id.lower() for w in ('instruct', 'chat')))
+    tok = _tokenizer(model_id, data_dir)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(_tiny_config(arch, tok))
+    model = AutoModelForCausalLM.from_config(_tiny_config(arch_of(model_id)[0], tok))
     if problems and steps:
         chat = tok if role == 'simulator' and tok.chat_template else None
-        loss = memorise(model, tok, memory_texts(task, problems, chat), steps)
-        log.info("stand-in of %s: %d steps on %d problems, loss %.3f", model_id, steps, len(problems), loss)
+        loss, used = memorise(model, tok, memory_texts(task, problems, chat), steps)
+        log.info("stand-in of %s: %d steps on %d problems, loss %.3f", model_id, used, len(problems), loss)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
+
+# %% ../nbs/10e_rehearse.ipynb #cd56f76b
+STAND_IN_PACKAGES = ('vllm', 'unsloth')  # CUDA-only packages a rehearsal replaces by CPU stand-ins
+
+
+class _Record:
+    "Every call the stand-ins receive: in memory (`calls`) and one JSON line each in `path` (the rehearsal's workdir)."
+
+    def __init__(self):
+        self.calls, self.path = [], None
+
+    def start(self, path=None):
+        self.calls, self.path = [], None if path is None else FilePath(path)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text('')
+
+    def __call__(self, package: str, call: str, **kw):
+        row = {'package': package, 'call': call, **kw}
+        self.calls.append(row)
+        if self.path is not None:
+            with open(self.path, 'a') as f:
+                f.write(json.dumps(row, default=str) + '\n')
+
+
+RECORD = _Record()
+
+# %% ../nbs/10e_rehearse.ipynb #8777fd86
+@dataclass
+class SamplingParams:
+    "`vllm.SamplingParams`: the fields sipf can pass, vLLM's defaults (`max_tokens=16`, `temperature=1.0`), its checks."
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 or -1: no top-k
+    min_p: float = 0.0
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+    max_tokens: int | None = 16
+    min_tokens: int = 0
+    logprobs: int | None = None
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    def __post_init__(self):
+        self.stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        checks = [
+            (self.n >= 1, f"n must be at least 1, got {self.n}."),
+            (self.temperature >= 0, f"temperature must be non-negative, got {self.temperature}."),
+            (0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}."),
+            (self.top_k >= -1, f"top_k must be 0 (disable), or at least 1, got {self.top_k}."),
+            (self.max_tokens is None or self.max_tokens >= 1, f"max_tokens must be at least 1, got {self.max_tokens}."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass
+class LoRARequest:
+    "`vllm.lora.request.LoRARequest(lora_name, lora_int_id, lora_path)`: an adapter directory served on the base."
+
+    lora_name: str
+    lora_int_id: int
+    lora_path: str = ''
+
+    def __post_init__(self):
+        if self.lora_int_id < 1:
+            raise ValueError(f"id must be > 0, got {self.lora_int_id}")
+        if not self.lora_path:
+            raise ValueError("lora_path cannot be empty")
+
+
+@dataclass
+class CompletionOutput:
+    "One continuation of a `RequestOutput` (vLLM's field names)."
+
+    index: int
+    text: str
+    token_ids: list[int]
+    cumulative_logprob: float | None = None
+    logprobs: list | None = None
+    finish_reason: str | None = None  # 'stop' (eos or a stop string) or 'length'
+    stop_reason: str | int | None = None  # the stop string that ended it (None: eos or length)
+
+
+@dataclass
+class RequestOutput:
+    "What `LLM.generate` returns per prompt: `.outputs`, one `CompletionOutput` per sample (`n`)."
+
+    request_id: str
+    prompt: str
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    finished: bool = True
+
+# %% ../nbs/10e_rehearse.ipynb #4c008831
+ENGINE_ARGS = dict(  # the `vllm.LLM` / EngineArgs keywords the stand-in takes, with vLLM's defaults
+    tokenizer=None, tensor_parallel_size=1, dtype='auto', quantization=None, seed=0, gpu_memory_utilization=0.9,
+    max_model_len=None, enable_prefix_caching=None, enable_lora=False, max_lora_rank=16, max_loras=1,
+    max_num_seqs=None, enforce_eager=False, trust_remote_code=False, swap_space=4, disable_log_stats=True,
+)  # fmt: skip
+MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's LoRAConfig: the only `max_lora_rank`s it accepts
+
+
+def _check_model_dir(model: str):
+    "vLLM builds a full model from `config.json`: an adapter directory (M0, M_k) or a hub id offline is refused."
+    path = FilePath(model)
+    if not path.is_dir():
+        raise OSError(f"vllm stand-in: '{model}' is not a local directory (a rehearsal runs offline on stand-ins)")
+    if not (path / 'config.json').exists():
+        adapter = (
+            ' (it is a LoRA adapter: merge it, or serve it with enable_lora)'
+            if (path / 'adapter_config.json').exists()
+            else ''
+        )
+        raise ValueError(
+            f"Invalid repository ID or local directory specified: '{model}'{adapter}. For Hugging Face models: "
+            "ensure the presence of a 'config.json'."
+        )
+
+
+def _check_engine(args: dict):
+    "The engine checks vLLM makes before it loads anything."
+    if not 0 < args['gpu_memory_utilization'] <= 1:
+        raise ValueError(f"GPU memory utilization must be less than 1.0. Got {args['gpu_memory_utilization']}.")
+    if args['tensor_parallel_size'] < 1:
+        raise ValueError(f"tensor_parallel_size must be at least 1, got {args['tensor_parallel_size']}")
+    if args['enable_lora'] and args['max_lora_rank'] not in MAX_LORA_RANKS:
+        raise ValueError(f"max_lora_rank ({args['max_lora_rank']}) must be one of {MAX_LORA_RANKS}.")
+    if args['quantization'] not in (None, 'bitsandbytes'):
+        raise NotImplementedError(f"vllm stand-in: quantization {args['quantization']!r} is not rehearsed")
+    if args['quantization'] == 'bitsandbytes' and importlib.util.find_spec('bitsandbytes') is None:
+        raise ImportError(
+            "Please install bitsandbytes>=0.45.3 via `pip install bitsandbytes>=0.45.3` to use bitsandbytes quantizer."
+        )
+
+
+def _engine_model(model: str, args: dict):
+    "The model vLLM would serve, loaded by transformers on the CPU (4-bit through bitsandbytes when asked)."
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    nf4 = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4')  # vLLM's in-flight 4-bit
+    quant = {'quantization_config': nf4} if args['quantization'] else {}
+    return AutoModelForCausalLM.from_pretrained(model, dtype=args['dtype'], **quant).eval()
+
+# %% ../nbs/10e_rehearse.ipynb #f1b4c355
+class LLM:
+    "`vllm.LLM` on the CPU: vLLM's arguments, loading rules and LoRA checks; sipf's `TransformersBackend` generates."
+
+    def __init__(self, model: str, **kwargs):
+        from transformers import AutoTokenizer
+
+        unknown = sorted(set(kwargs) - set(ENGINE_ARGS))
+        if unknown:
+            raise TypeError(f"EngineArgs.__init__() got an unexpected keyword argument '{unknown[0]}'")
+        RECORD('vllm', 'LLM', model=str(model), **kwargs)
+        self.args, self.model_dir, self.peft = ENGINE_ARGS | kwargs, str(model), None
+        _check_engine(self.args)
+        _check_model_dir(self.model_dir)
+        self.model = _engine_model(self.model_dir, self.args)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.args['tokenizer'] or self.model_dir)
+
+    def get_tokenizer(self):
+        "The tokenizer vLLM serves with (no pad token added: vLLM needs none)."
+        return self.tokenizer
+
+    def generate(self, prompts, sampling_params=None, use_tqdm: bool = True, lora_request=None) -> list:
+        "One `RequestOutput` per prompt; `sampling_params` one for all or one per prompt."
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        params = sampling_params if sampling_params is not None else SamplingParams()
+        params = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError("The lengths of prompts and sampling_params must be the same.")
+        ids, (model, context) = self._prompt_ids(prompts), self._served(lora_request)
+        groups = _param_groups(params)
+        lora = None if lora_request is None else dataclasses.asdict(lora_request)
+        settings = [json.loads(k) for k in groups]
+        RECORD('vllm', 'generate', model=self.model_dir, prompts=len(prompts), params=settings, lora_request=lora)
+        outs = [None] * len(prompts)
+        with context:
+            backend = _engine_backend(model, self.tokenizer)
+            for rows in groups.values():
+                for i, gens in zip(rows, _generate_rows(backend, prompts, params, rows)):
+                    outs[i] = RequestOutput(
+                        str(i), prompts[i], ids[i], [_completion(j, g, gens[0]) for j, g in enumerate(gens)]
+                    )
+        return outs
+
+    def _prompt_ids(self, prompts) -> list[list[int]]:
+        "vLLM refuses a prompt longer than the model's context."
+        limit = self.args['max_model_len'] or self.model.config.max_position_embeddings
+        ids = self.tokenizer(prompts)['input_ids']
+        for n in map(len, ids):
+            if n > limit:
+                raise ValueError(
+                    f"The decoder prompt (length {n}) is longer than the maximum model length of {limit}. Make sure "
+                    "that `max_model_len` is no smaller than the number of text tokens."
+                )
+        return ids
+
+    def _served(self, request):
+        "(model, context) to generate with: the base (adapters off), or the base under the request's adapter."
+        if request is None:
+            return (
+                (self.model, contextlib.nullcontext())
+                if self.peft is None
+                else (self.peft, self.peft.disable_adapter())
+            )
+        _check_lora(request, self.args)
+        name = str(request.lora_int_id)  # vLLM caches an adapter by its id: a new path under an old id is not reloaded
+        if self.peft is None:
+            from peft import PeftModel
+
+            self.peft = PeftModel.from_pretrained(self.model, request.lora_path, adapter_name=name).eval()
+        elif name not in self.peft.peft_config:
+            self.peft.load_adapter(request.lora_path, adapter_name=name)
+        self.peft.set_adapter(name)
+        return self.peft, contextlib.nullcontext()
+
+# %% ../nbs/10e_rehearse.ipynb #5dbda73b
+def _check_lora(request, args: dict):
+    "vLLM's checks of a served adapter: LoRA enabled, the directory an adapter, its rank within `max_lora_rank`."
+    if not args['enable_lora']:
+        raise ValueError(f"Got lora_request {request} but LoRA is not enabled!")
+    cfg = FilePath(request.lora_path) / 'adapter_config.json'
+    if not cfg.exists():
+        raise ValueError(f"Loading lora {request.lora_name} failed: No adapter found for {request.lora_path}")
+    rank = json.loads(cfg.read_text())['r']
+    if rank > args['max_lora_rank']:
+        raise ValueError(f"LoRA rank {rank} is greater than max_lora_rank {args['max_lora_rank']}.")
+
+
+UNREHEARSED = ('min_p', 'stop_token_ids', 'ignore_eos', 'min_tokens', 'logprobs', 'repetition_penalty')
+UNREHEARSED += ('presence_penalty', 'frequency_penalty', 'include_stop_str_in_output')
+
+
+def _param_groups(params) -> dict[str, list[int]]:
+    "Prompt indices by their sampling settings but the seed (a seeded list is one group, each row its own seed)."
+    default = SamplingParams()
+    groups = {}
+    for i, p in enumerate(params):
+        odd = [k for k in UNREHEARSED if getattr(p, k) != getattr(default, k)]
+        if odd:
+            raise NotImplementedError(f"vllm stand-in: SamplingParams {', '.join(odd)} not rehearsed")
+        key = json.dumps({**dataclasses.asdict(p), 'seed': None}, sort_keys=True)
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def _generate_rows(backend, prompts, params, rows) -> list:
+    "sipf's generation of `rows` (one group of settings), each row seeded by its own `seed` when all have one."
+    p, seeds = params[rows[0]], [params[i].seed for i in rows]
+    max_new = p.max_tokens or backend.model.config.max_position_embeddings
+    return backend.generate(
+        [prompts[i] for i in rows], n=p.n, temperature=p.temperature, max_new_tokens=max_new, stop=p.stop,
+        seed=seeds if None not in seeds else None, top_k=max(p.top_k, 0), top_p=p.top_p,
+    )  # fmt: skip
+
+
+def _completion(index: int, g, first) -> CompletionOutput:
+    "vLLM's record of a `sipf.sample.Generation` (a greedy copy shares the first sample's token ids)."
+    ids = getattr(g, 'token_ids', first.token_ids)
+    return CompletionOutput(index, g.text, ids, finish_reason='stop' if g.finished else 'length')
+
+
+def _engine_backend(model, tok):
+    "sipf's `TransformersBackend` on `model`, keeping each continuation's token ids (vLLM returns them)."
+    from sipf.sample import TransformersBackend
+
+    backend = TransformersBackend(model, _padded(tok))
+    plain = backend._to_generation
+
+    def to_generation(new_ids, stop):
+        g = plain(new_ids, stop)
+        g.token_ids = new_ids[: g.n_tokens]
+        return g
+
+    backend._to_generation = to_generation
+    return backend
+
+
+def _padded(tok):
+    "A copy of `tok` that pads on the left with its pad token, else eos (for batched generation)."
+    tok = copy.deepcopy(tok)
+    tok.pad_token = tok.pad_token or tok.eos_token
+    tok.padding_side = 'left'
+    return tok
+
+# %% ../nbs/10e_rehearse.ipynb #6a845626
+UNSLOTH_TARGETS = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj')  # its default list
+
+
+class FastLanguageModel:
+    "`unsloth.FastLanguageModel` on the CPU through transformers and PEFT: its signatures, defaults and modes."
+
+    @staticmethod
+    def from_pretrained(model_name: str, max_seq_length: int = 2048, dtype=None, load_in_4bit: bool = True, **kw):
+        "`(model, tokenizer)`; an adapter directory loads its base and the adapter (trainable), as unsloth does."
+        RECORD('unsloth', 'from_pretrained', model_name=str(model_name), load_in_4bit=load_in_4bit, dtype=str(dtype))
+        model = _unsloth_model(str(model_name), dtype, load_in_4bit)
+        _base_of(model).config.update({'unsloth_version': 'sipf-rehearsal-stand-in'})
+        _watch_generate(_base_of(model))
+        return model, _unsloth_tokenizer(str(model_name))
+
+    @staticmethod
+    def get_peft_model(model, r=16, target_modules=UNSLOTH_TARGETS, lora_alpha=16, lora_dropout=0.0, bias='none', **kw):
+        "A fresh LoRA adapter through PEFT; every named target module must exist in the model."
+        from peft import LoraConfig, get_peft_model
+
+        opts = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=sorted(target_modules))
+        RECORD('unsloth', 'get_peft_model', **opts)
+        if hasattr(model, 'peft_config'):
+            return _peft_again(model, opts)
+        missing = sorted(set(target_modules) - {n.split('.')[-1] for n, _ in model.named_modules()})
+        if missing:
+            raise ValueError(f"Target modules {missing} not found in the base model {type(model).__name__}.")
+        return get_peft_model(model, LoraConfig(**opts, bias=bias, task_type='CAUSAL_LM'))
+
+    @staticmethod
+    def for_inference(model):
+        "Switch to generation (unsloth's fast inference path); recorded, so a rehearsal checks it came first."
+        RECORD('unsloth', 'for_inference', model=type(model).__name__)
+        _base_of(model)._unsloth_mode = 'inference'
+        return model.eval()
+
+    @staticmethod
+    def for_training(model, use_gradient_checkpointing: bool = True):
+        "Back to training mode."
+        RECORD('unsloth', 'for_training', model=type(model).__name__)
+        _base_of(model)._unsloth_mode = 'training'
+        return model.train()
+
+# %% ../nbs/10e_rehearse.ipynb #e4833a42
+def _base_of(model):
+    "The transformers model under a PEFT wrapper (unsloth marks and patches that one)."
+    return model.get_base_model() if hasattr(model, 'get_base_model') else model
+
+
+def _unsloth_model(name: str, dtype, four_bit: bool):
+    "Weights of a local directory (a LoRA directory: its base, then the adapter, trainable), 4-bit when asked."
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    path = FilePath(name)
+    if not path.is_dir():
+        raise OSError(f"unsloth stand-in: '{name}' is not a local directory (a rehearsal runs offline on stand-ins)")
+    adapter = path / 'adapter_config.json'
+    base = json.loads(adapter.read_text())['base_model_name_or_path'] if adapter.exists() else name
+    nf4 = dict(bnb_4bit_quant_type='nf4', bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype)  # unsloth's
+    quant = {'quantization_config': BitsAndBytesConfig(load_in_4bit=True, **nf4)} if four_bit else {}
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or 'auto', **quant)
+    if not adapter.exists():
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, name, is_trainable=True)
+
+
+def _unsloth_tokenizer(name: str):
+    "The directory's tokenizer, else (an adapter saved without one) its base's."
+    from transformers import AutoTokenizer
+
+    path = FilePath(name)
+    if not (path / 'tokenizer_config.json').exists() and (path / 'adapter_config.json').exists():
+        path = json.loads((path / 'adapter_config.json').read_text())['base_model_name_or_path']
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def _peft_again(model, opts: dict):
+    "unsloth on a model that has an adapter: the same settings pass through, others are refused."
+    cfg = next(iter(model.peft_config.values()))
+    same = all(getattr(cfg, k) == (set(v) if k == 'target_modules' else v) for k, v in opts.items())
+    if not same:
+        raise TypeError("Unsloth: Your model already has LoRA adapters. Your new parameters are different.")
+    log.info("Unsloth: Already have LoRA adapters! We shall skip this step.")
+    return model
+
+
+def _watch_generate(model):
+    "Record every `model.generate` with the mode unsloth is in (`for_inference` must come first)."
+    plain = model.generate
+
+    def generate(*args, **kw):
+        RECORD('unsloth', 'generate', mode=getattr(model, '_unsloth_mode', 'training'))
+        return plain(*args, **kw)
+
+    model.generate = generate
+
+# %% ../nbs/10e_rehearse.ipynb #91ce68f0
+class _StandInFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    "Finds `import vllm` / `import unsloth` first and builds the stand-in at import time, as a real package is run."
+
+    def __init__(self, builders: dict):
+        self.builders = builders  # module name -> a function filling the fresh module
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.builders:
+            is_pkg = any(other.startswith(name + '.') for other in self.builders)
+            return importlib.util.spec_from_loader(name, self, origin='sipf.rehearse stand-in', is_package=is_pkg)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        self.builders[module.__name__](module)
+
+
+def stand_in_active(package: str) -> bool:
+    "Whether `import package` gives a rehearsal's CPU stand-in (see `install_stand_ins`)."
+    return any(isinstance(f, _StandInFinder) and package in f.builders for f in sys.meta_path)
+
+
+def remove_stand_ins():
+    "Take every stand-in off the import path and out of `sys.modules` (the real packages, if any, import again)."
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _StandInFinder)]
+    for name in [m for m in sys.modules if m.split('.')[0] in STAND_IN_PACKAGES]:
+        if getattr(sys.modules[name].__spec__, 'origin', None) == 'sipf.rehearse stand-in':
+            del sys.modules[name]
+
+# %% ../nbs/10e_rehearse.ipynb #f85f3d7f
+def _fill_vllm(module):
+    module.__version__ = 'sipf-rehearsal-stand-in'
+    module.LLM, module.SamplingParams = LLM, SamplingParams
+    module.RequestOutput, module.CompletionOutput = RequestOutput, CompletionOutput
+
+
+def _fill_lora_request(module):
+    module.LoRARequest = LoRARequest
+
+
+def _fill_unsloth(module):
+    "unsloth patches transformers / TRL / PEFT on import, and warns when they came first (so does its stand-in)."
+    late = [m for m in ('trl', 'transformers', 'peft') if m in sys.modules]
+    if late:
+        warnings.warn(
+            f"WARNING: Unsloth should be imported before {', '.join(late)} to ensure all optimizations are applied.",
+            stacklevel=2,
+        )
+    module.__version__ = 'sipf-rehearsal-stand-in'
+    module.FastLanguageModel = FastLanguageModel
+
+
+STAND_INS = {  # package -> its stand-in modules and what fills each
+    'vllm': {'vllm': _fill_vllm, 'vllm.lora': lambda m: None, 'vllm.lora.request': _fill_lora_request},
+    'unsloth': {'unsloth': _fill_unsloth},
+}
+
+
+def rehearsed_packages(c: RunConfig) -> list[str]:
+    "The CUDA-only packages config `c` selects: vllm (a stage's `backend`), unsloth (`unsloth: true`)."
+    vllm = 'vllm' in (c.sample.backend, c.simulate.backend, c.eval.backend)
+    return [p for p, on in (('vllm', vllm), ('unsloth', c.unsloth)) if on]
+
+
+def install_stand_ins(packages, record=None) -> list[str]:
+    "Put the stand-ins of `packages` first on the import path (any earlier ones off); their calls go to `record`."
+    remove_stand_ins()
+    if packages:
+        RECORD.start(record)
+        sys.meta_path.insert(0, _StandInFinder({k: v for p in packages for k, v in STAND_INS[p].items()}))
+        log.warning(
+            "rehearsal: %s replaced by CPU stand-ins (sipf.rehearse) that keep their APIs and errors; only their CUDA "
+            "kernels are not rehearsed", ' and '.join(packages),
+        )  # fmt: skip
+    return list(packages)
 
 # %% ../nbs/10e_rehearse.ipynb #919938c6
 SHRINK = [
@@ -174,7 +703,7 @@ def _trainer_sets() -> list[str]:
     return [f'{s}.{kv}' for s in TRAINERS for kv in per] + ['pairs.margin=0', 'pairs.require_correct_chosen=false']
 
 
-MEMORISE_STEPS = 200  # full-batch steps of a generating stand-in (policy, simulator) on its task's training problems
+MEMORISE_STEPS = 120  # at most: a generating stand-in (policy, simulator) learns its task's problems in 30-50 steps
 
 
 def _stand_ins(c: RunConfig, models_dir, data_dir, steps: int = MEMORISE_STEPS) -> list[str]:
@@ -215,10 +744,14 @@ def _local_data(data_dir) -> FilePath:
 def rehearsal_config(
     config, overrides=(), data_dir=None, workdir='runs/rehearse', memorise_steps: int = MEMORISE_STEPS
 ) -> RunConfig:
-    "`config` with stand-in models, local data (`$SIPF_DATA` set) and shrunk sizes, in `workdir` (models cached)."
+    "`config` with stand-in models (vllm / unsloth too), local data (`$SIPF_DATA` set), shrunk sizes, in `workdir`."
     data_dir = _local_data(data_dir)
     os.environ['SIPF_DATA'] = str(data_dir.resolve())  # every task, training and eval, reads its local files
     c = load_config(config, overrides)
+    if install_stand_ins(rehearsed_packages(c), FilePath(workdir) / 'stand_ins.jsonl') and c.unsloth:
+        from sipf.core import import_unsloth_first
+
+        import_unsloth_first()  # as `sipf run` does: before the stand-ins below import transformers
     sets = [*SHRINK, *_trainer_sets(), *_stand_ins(c, FilePath(workdir) / 'models', data_dir, memorise_steps)]
     sets += [*_adapter_sets(c), f'runs_dir={FilePath(workdir) / "runs"}', f'name={c.name}-rehearsal']
     return load_config(config, [*sets, *overrides])
