@@ -93,26 +93,12 @@ BPE_SPECIALS = {  # hub id prefix -> the real byte-level BPE's special tokens, w
 
 def bpe_stand_in(texts, model_id: str, vocab_size: int = 1024):
     "A small byte-level BPE trained on `texts` with the special tokens, bos and digit splitting of `model_id`'s."
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
+    from sipf.toy import _train_bpe
 
     specials, add_bos, split_digits = next(v for k, v in BPE_SPECIALS.items() if model_id.startswith(k))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = (
-        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-        if split_digits
-        else byte_level
-    )
-    tok.decoder = decoders.ByteLevel()
-    tokens = list(dict.fromkeys(specials.values()))
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=tokens,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
+    tok = _train_bpe(texts, vocab_size, dict.fromkeys(specials.values()), split_digits, unk=None)
     if add_bos:
         bos = [(specials['bos'], tok.token_to_id(specials['bos']))]
         tok.post_processor = processors.TemplateProcessing(single=f'{bos[0][0]} $A', special_tokens=bos)

@@ -41,15 +41,18 @@ def _toy_corpus(n: int = 2000) -> list[str]:
     return [task.prompt(p) + p.solution for p in task.problems]
 
 
-def _train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
-    tok = Tokenizer(tk_models.BPE(unk_token='<unk>'))
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
+def _train_bpe(
+    texts: list[str], vocab_size: int, specials=SPECIAL_TOKENS, split_digits: bool = True, unk: str | None = '<unk>'
+) -> Tokenizer:
+    "A byte-level BPE trained on `texts` (also the rehearsal's stand-in tokenizers, with their family's specials)."
+    tok = Tokenizer(tk_models.BPE(unk_token=unk))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    digits = [pre_tokenizers.Digits(individual_digits=True)] if split_digits else []
+    tok.pre_tokenizer = pre_tokenizers.Sequence([*digits, byte_level]) if digits else byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=list(specials),
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
