@@ -18,6 +18,7 @@ import random
 import time
 from pathlib import Path as FilePath
 
+VOLUME = ['n_sample=512', 'pairs.max_pairs_per_question=8', 'align.max_steps=160']  # 4x questions, pairs, steps
 RUNGS = {  # name -> (preset, overrides, what the rung asks), in the order a seed runs them: main comparison first
     'gold': ('gold', [], 'the same training budget on the gold solutions, from the same init'),
     'siof': ('siof', [], 'ORPO on outcome pairs, iterative'),
@@ -28,7 +29,13 @@ RUNGS = {  # name -> (preset, overrides, what the rung asks), in the order a see
     'star': ('star', [], 'greedy, NLL on correct paths, restart from M0'),
     'no-or': ('no-or', ['simulator=arith-solver'], 'w/o OR: process feedback, NLL on chosen (Table 4)'),
     'psrf': ('psrf', ['simulator=arith-solver'], 'DPO on process pairs (Figure 3: ORPO vs DPO)'),
+    # amendment 5 (15_study): the rungs the ladder pointed at, a trained simulator and the data volume
+    'sipf-trained': ('sipf', ['simulator=toy-simulator'], 'SIPF with the trained toy simulator (10x the data)'),
+    'gold-volume': ('gold', VOLUME, "the gold control at the volume rungs' budget (160 steps)"),
+    'sipf-volume': ('sipf', ['simulator=arith-solver', 'n_simulate=2048', *VOLUME], 'SIPF-strong at 4x the volume'),
+    'siof-volume': ('siof', VOLUME, 'SIOF at the same volume (outcome vs process at equal data)'),
 }
+CONTROL = {'sipf-volume': 'gold-volume', 'siof-volume': 'gold-volume'}  # a rung's gold control (default 'gold')
 TRACE = ['align.trace_steps=10']  # chosen / rejected log-probs during alignment (Figure 3)
 WORLD = 'toy'  # the bundled config every rung starts from (15_study, amendment 3: study.yaml's M0 stayed at 4-8 %)
 AS_RUN = ['simulator=""']  # the world as the study ran it: toy.yaml's simulator was the policy until the demo changed
@@ -133,6 +140,7 @@ def by_row(fresh: dict) -> dict:
 
 
 ROW_ORDER = ['m0', 'gold', 'rft', 'star', 'siof', 'sipf-policy', 'sipf-strong', 'sipf-oracle', 'no-or', 'psrf']
+ROW_ORDER += ['sipf-trained', 'gold-volume', 'siof-volume', 'sipf-volume']
 
 
 def row_label(rung: str, k: int) -> str:
@@ -144,7 +152,7 @@ def row_label(rung: str, k: int) -> str:
 
     method, _, _ = RUNGS[rung]
     name = row_name(method, k, PRESETS[method].iterations)
-    return f"{name} [{rung}]" if rung.startswith('sipf-') or rung in ('no-or', 'psrf') else name
+    return f"{name} [{rung}]" if '-' in rung or rung == 'psrf' else name
 
 
 def table(fresh: dict) -> list[dict]:
@@ -160,7 +168,7 @@ def table(fresh: dict) -> list[dict]:
             accs = [100 * sum(v) / len(v) for v in per_seed.values()]
             mu, se = mean_sem(accs)
             row = dict(rung=r, k=k, name=row_label(r, k), seeds=sorted(per_seed), mean=mu, sem=se)
-            gold = rows.get(('gold', max(1, k)), {}) if r not in ('m0', 'gold') else {}
+            gold = rows.get((CONTROL.get(r, 'gold'), max(1, k)), {}) if r not in ('m0', 'gold', 'gold-volume') else {}
             for ref, name in ((m0, 'vs_m0'), (gold, 'vs_gold')):
                 if r != 'm0' and ref and set(ref) & set(per_seed):
                     row[name] = [100 * x for x in paired_bootstrap(per_seed, ref)]

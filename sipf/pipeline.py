@@ -16,7 +16,7 @@ from pathlib import Path as FilePath
 from typing import Callable
 from fastcore.basics import patch
 from .core import Path, Pair, read_jsonl, write_json, write_jsonl, seed_everything, atomic_write, process_rank
-from .config import SOLVER, RunConfig, check_config, config_yaml, load_config, resolve
+from .config import SOLVER, TOY_SIMULATOR, RunConfig, check_config, config_yaml, load_config, resolve
 from .config import PRESETS, METHOD_TABLE, Method, SECTIONS, apply_override, bundled_configs, config_file  # noqa: F401
 from .steps import Step, run_step, step_key  # noqa: F401
 from .report import collect, plot_iterations, results_table, row_name, seed_table, summary, _plot_rows, _plot_logps
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 # %% auto #0
 __all__ = ['log', 'TOY_M0_FIELDS', 'BASE_MARKER', 'STAGES_VERSION', 'DEMO_METHODS', 'gold_examples', 'nll_examples',
-           'vllm_options', 'Stages', 'model_path', 'training_rows', 'run_loop', 'sweep', 'check_model', 'check_run',
-           'write_results', 'run', 'compare', 'demo_feedback', 'demo']
+           'vllm_options', 'Stages', 'toy_simulator', 'model_path', 'training_rows', 'run_loop', 'sweep', 'check_model',
+           'check_run', 'write_results', 'run', 'compare', 'demo_feedback', 'demo']
 
 # %% ../nbs/10_pipeline.ipynb #9382a344
 def _prompt_of(task, style: str = 'instruct') -> Callable[[str], str]:
@@ -115,6 +115,24 @@ class Stages:
 TOY_M0_FIELDS = ('epochs', 'lr', 'batch_size', 'eval_every', 'n_eval', 'base')
 
 
+def toy_simulator(c: RunConfig) -> FilePath:
+    "Directory of the trained toy simulator for the run's world (`simulator: toy-simulator`): trained once, cached."
+    import sipf.toy as st
+
+    knobs = {k: v for k, v in c.task_options.items() if k != 'seed'}  # its own data: the recipe's 40,000 problems
+    return st.toy_m0(dataclasses.replace(st.M0_RECIPES['simulator'], knobs=knobs))
+
+
+def _simulator_key(c: RunConfig) -> str:
+    "The simulator as the simulate stage's key records it: the trained toy simulator by its recipe's hash."
+    if c.simulator != TOY_SIMULATOR:
+        return c.simulator
+    import sipf.toy as st
+
+    knobs = {k: v for k, v in c.task_options.items() if k != 'seed'}
+    return f"{TOY_SIMULATOR}-{st.recipe_key(dataclasses.replace(st.M0_RECIPES['simulator'], knobs=knobs))}"
+
+
 def _toy_m0_config(c: RunConfig):
     "The `ToyM0Config` of a toy run: its training set and model, plus the `m0` section (what differs from defaults)."
     import sipf.toy as st
@@ -193,7 +211,7 @@ def simulate(self: Stages, out, samples, model_dir):
 
         backend = ArithSolver(self.c.simulate.slip)
     else:
-        sim = self.c.simulator or model_dir
+        sim = toy_simulator(self.c) if self.c.simulator == TOY_SIMULATOR else self.c.simulator or model_dir
         backend = self.backend(sim, self.c.simulate.backend, four_bit=self.c.simulate.load_in_4bit)
     label_paths(self.task(), backend, paths, self.c.simulate, out)
 
@@ -316,7 +334,7 @@ def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
         return dict(model=c.model, toy_size=c.toy_size, seed=c.seed, v=STAGES_VERSION)
     return {
         'sample': lambda: dict(common, sample=asdict(c.sample), sampling=m.sampling, n_sample=c.n_sample, k=k),
-        'simulate': lambda: dict(common, simulate=asdict(c.simulate), simulator=c.simulator, n_simulate=c.n_simulate),
+        'simulate': lambda: dict(common, simulate=asdict(c.simulate), simulator=_simulator_key(c), n_simulate=c.n_simulate),
         'prm': lambda: dict(common, prm=asdict(c.prm), verifier=c.verifier),
         'score': lambda: dict(common, prompt_style=c.prm.prompt_style),
         'pairs': lambda: dict(common, pairs=asdict(c.pairs), feedback=m.feedback, objective=m.objective, rows=m.rows),
@@ -383,7 +401,7 @@ def sweep(base: RunConfig, values, key: str = 'align.beta', task: str | None = N
 # %% ../nbs/10_pipeline.ipynb #9701c97a
 def check_model(name: str):
     "Raise one clear line when `name` is neither 'toy', a local model directory, nor a reachable hub id."
-    if name in ('', 'toy', SOLVER) or FilePath(name).is_dir():
+    if name in ('', 'toy', SOLVER, TOY_SIMULATOR) or FilePath(name).is_dir():
         return
     if name.startswith(('.', '/', '~')) or not re.fullmatch(r'[\w.-]+(/[\w.-]+)?', name):
         raise ValueError(f"unknown model '{name}': not a local directory nor a hub id")
@@ -415,6 +433,8 @@ def check_run(c: RunConfig, stages) -> None:
         check_model(name)
     if c.simulator == SOLVER and c.task != 'arith':
         raise ValueError(f"simulator '{SOLVER}' continues toy-world (arith) solutions only, not task '{c.task}'")
+    if c.simulator == TOY_SIMULATOR and (c.model != 'toy' or c.task != 'arith'):
+        raise ValueError(f"simulator '{TOY_SIMULATOR}' is a toy-world (arith) model: it needs model 'toy', task 'arith'")
     if hasattr(stages, 'task'):
         if not stages.problems():
             raise ValueError(f"task '{c.task}' has no training problems")

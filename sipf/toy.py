@@ -139,9 +139,9 @@ class ToyM0Config:
 M0_RECIPES = {  # all on the default arith world (ArithConfig's defaults = world D below)
     'quick': ToyM0Config(n_train=1000, epochs=2.0),  # plumbing only (~0% accuracy): tests and CI
     'policy': ToyM0Config(eval_every=128),  # 4,000 problems x 16 epochs = 1,008 steps: test ~33%, on its plateau
-    'simulator': ToyM0Config(
-        epochs=32.0, eval_every=256
-    ),  # stronger: the same model trained twice as long (capacity did not learn faster per example)
+    'simulator': ToyM0Config(  # the trained strong simulator (`simulator: toy-simulator`): 10x the data, 2.5x the steps
+        n_train=40000, task_seed=1000, epochs=4.0, eval_every=250
+    ),  # 40,000 other train problems x 4 epochs = 2,500 steps (the policy's capacity: a bigger one learned no faster)
 }
 RECIPE_VERSION = 3  # bump when the generator or tokenizer changes, so caches are rebuilt
 
