@@ -353,7 +353,7 @@ class RunConfig:
     method: str = 'sipf'  # a row of PRESETS
     iterations: int | None = None  # K; None: the method's
     model: str = 'toy'  # 'toy' (the toy world) or a Hugging Face id / local path of the policy
-    simulator: str = ''  # rollout model; '' = the current policy M_{k-1}
+    simulator: str = ''  # rollout model; '' = the current policy M_{k-1}; toy: 'arith-solver', 'toy-simulator'
     verifier: str = ''  # PRM base model; '' = M0
     task: str = 'arith'  # training task (sipf.tasks registry)
     task_options: dict = field(default_factory=dict)  # extra options of the training task's loader (arith knobs, ...)
