@@ -334,7 +334,9 @@ def _settings(c: RunConfig, stage: str, k: int = 0) -> dict:
         return dict(model=c.model, toy_size=c.toy_size, seed=c.seed, v=STAGES_VERSION)
     return {
         'sample': lambda: dict(common, sample=asdict(c.sample), sampling=m.sampling, n_sample=c.n_sample, k=k),
-        'simulate': lambda: dict(common, simulate=asdict(c.simulate), simulator=_simulator_key(c), n_simulate=c.n_simulate),
+        'simulate': lambda: dict(
+            common, simulate=asdict(c.simulate), simulator=_simulator_key(c), n_simulate=c.n_simulate
+        ),
         'prm': lambda: dict(common, prm=asdict(c.prm), verifier=c.verifier),
         'score': lambda: dict(common, prompt_style=c.prm.prompt_style),
         'pairs': lambda: dict(common, pairs=asdict(c.pairs), feedback=m.feedback, objective=m.objective, rows=m.rows),
@@ -434,7 +436,7 @@ def check_run(c: RunConfig, stages) -> None:
     if c.simulator == SOLVER and c.task != 'arith':
         raise ValueError(f"simulator '{SOLVER}' continues toy-world (arith) solutions only, not task '{c.task}'")
     if c.simulator == TOY_SIMULATOR and (c.model != 'toy' or c.task != 'arith'):
-        raise ValueError(f"simulator '{TOY_SIMULATOR}' is a toy-world (arith) model: it needs model 'toy', task 'arith'")
+        raise ValueError(f"simulator '{TOY_SIMULATOR}' is a toy (arith) model: it needs model 'toy', task 'arith'")
     if hasattr(stages, 'task'):
         if not stages.problems():
             raise ValueError(f"task '{c.task}' has no training problems")
