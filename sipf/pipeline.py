@@ -115,22 +115,26 @@ class Stages:
 TOY_M0_FIELDS = ('epochs', 'lr', 'batch_size', 'eval_every', 'n_eval', 'base')
 
 
+def _simulator_recipe(c: RunConfig):
+    "The trained toy simulator's recipe for the run's world: `M0_RECIPES['simulator']` on the run's arith knobs."
+    import sipf.toy as st
+
+    knobs = {k: v for k, v in c.task_options.items() if k != 'seed'}  # its own data: the recipe's 40,000 problems
+    return dataclasses.replace(st.M0_RECIPES['simulator'], knobs=knobs)
+
+
 def toy_simulator(c: RunConfig) -> FilePath:
     "Directory of the trained toy simulator for the run's world (`simulator: toy-simulator`): trained once, cached."
     import sipf.toy as st
 
-    knobs = {k: v for k, v in c.task_options.items() if k != 'seed'}  # its own data: the recipe's 40,000 problems
-    return st.toy_m0(dataclasses.replace(st.M0_RECIPES['simulator'], knobs=knobs))
+    return st.toy_m0(_simulator_recipe(c))
 
 
 def _simulator_key(c: RunConfig) -> str:
     "The simulator as the simulate stage's key records it: the trained toy simulator by its recipe's hash."
-    if c.simulator != TOY_SIMULATOR:
-        return c.simulator
-    import sipf.toy as st
+    from sipf.toy import recipe_key
 
-    knobs = {k: v for k, v in c.task_options.items() if k != 'seed'}
-    return f"{TOY_SIMULATOR}-{st.recipe_key(dataclasses.replace(st.M0_RECIPES['simulator'], knobs=knobs))}"
+    return f"{TOY_SIMULATOR}-{recipe_key(_simulator_recipe(c))}" if c.simulator == TOY_SIMULATOR else c.simulator
 
 
 def _toy_m0_config(c: RunConfig):
