@@ -149,10 +149,12 @@ def continue_solution(question: str, prefix: list[str], rng: random.Random, slip
 # %% ../nbs/05a_solver.ipynb #623dcf99
 def split_rollout_prompt(prompt: str) -> tuple[str, list[str]]:
     "(question, prefix lines) of a rollout prompt: the task's prompt, then the steps so far."
-    head, sep, prefix = prompt.rpartition('Question:')[2].partition('\nAnswer:')
-    if not sep:
-        raise ValueError(f"not an arith rollout prompt: {prompt[-80:]!r}")
-    return head.strip(), [line for line in prefix.split('\n') if line.strip()]
+    start = len(prompt)
+    while (start := prompt.rfind('Question:', 0, start)) >= 0:  # the last 'Question:' that an 'Answer:' follows
+        head, sep, prefix = prompt[start + len('Question:') :].partition('\nAnswer:')
+        if sep:  # a sampled step may itself begin 'Question:' (the stop sequence needs a newline before it)
+            return head.strip(), [line for line in prefix.split('\n') if line.strip()]
+    raise ValueError(f"not an arith rollout prompt: {prompt[-80:]!r}")
 
 
 class ArithSolver:

@@ -50,3 +50,13 @@ def test_the_solver_is_for_arith_only(tmp_path):
     gsm = load_config('toy-quick', ['task=gsm8k', 'eval_tasks=[gsm8k]'], runs_dir=str(tmp_path))
     with pytest.raises(ValueError, match="arith-solver' continues toy-world"):
         check_run(gsm, object())
+
+
+def test_a_sampled_step_that_begins_question_is_labelled_not_refused(tmp_path):
+    "A policy's first step can read 'Question: 12 - 7 = 5' (the stop sequence needs a newline before 'Question:')."
+    stages = Stages(load_config('toy-quick'))
+    p = stages.problems()[0]
+    steps = ['Question: 12 - 7 = 5', *p.solution.split('\n')]
+    path = Path(p.id, '\n'.join(steps), steps, correct=True)
+    labels = _labels(tmp_path, 0.0, [path])[path.id]['labels']
+    assert len(labels) == len(steps) and labels[-1] == 1  # every step labelled; the gold rest reaches the answer
