@@ -115,12 +115,16 @@ class Stages:
 TOY_M0_FIELDS = ('epochs', 'lr', 'batch_size', 'eval_every', 'n_eval', 'base')
 
 
+def _arith_knobs(c: RunConfig) -> dict:
+    "The run's arith world: its `task_options` without the training set's seed (a model trained on it has its own)."
+    return {k: v for k, v in c.task_options.items() if k != 'seed'}
+
+
 def _simulator_recipe(c: RunConfig):
     "The trained toy simulator's recipe for the run's world: `M0_RECIPES['simulator']` on the run's arith knobs."
     import sipf.toy as st
 
-    knobs = {k: v for k, v in c.task_options.items() if k != 'seed'}  # its own data: the recipe's 40,000 problems
-    return dataclasses.replace(st.M0_RECIPES['simulator'], knobs=knobs)
+    return dataclasses.replace(st.M0_RECIPES['simulator'], knobs=_arith_knobs(c))  # its own 40,000 problems
 
 
 def toy_simulator(c: RunConfig) -> FilePath:
@@ -143,8 +147,7 @@ def _toy_m0_config(c: RunConfig):
     from sipf.config import M0Config
     from sipf.arith import DEFAULT_N  # the same fixed set the run samples from (`Stages.problems`)
 
-    knobs = dict(c.task_options)
-    task_seed = knobs.pop('seed', 0)
+    knobs, task_seed = _arith_knobs(c), c.task_options.get('seed', 0)
     own = {k: getattr(c.m0, k) for k in TOY_M0_FIELDS}
     skip = set(TOY_M0_FIELDS) | {'seed', 'adapter', 'lora', 'quant'}
     default = asdict(M0Config())
