@@ -3,6 +3,7 @@
     python bench/study.py run --seed 0 --score & python bench/study.py run --seed 1 --score &  # side by side
     python bench/study.py run --seed 2 --score       # resumable: a rerun skips every finished stage
     python bench/study.py report                     # Table 1 with intervals, the label ladder, Figures 3 and 4
+    python bench/study.py --world study run --seed 0 --runs-dir runs/study6   # amendment 6's world (study.yaml)
 
 Every rung runs `sipf.pipeline.run` on the bundled config `WORLD` plus the rung's overrides (one shared stage cache,
 so the rungs of a seed share its M0 and their identical first-iteration samples). `--score` and `report` score every
@@ -37,7 +38,8 @@ RUNGS = {  # name -> (preset, overrides, what the rung asks), in the order a see
 }
 CONTROL = {'sipf-volume': 'gold-volume', 'siof-volume': 'gold-volume'}  # a rung's gold control (default 'gold')
 TRACE = ['align.trace_steps=10']  # chosen / rejected log-probs during alignment (Figure 3)
-WORLD = 'toy'  # the bundled config every rung starts from (15_study, amendment 3: study.yaml's M0 stayed at 4-8 %)
+WORLDS = ('toy', 'study')  # bundled configs a ladder runs on: toy.yaml (amendments 3-5), study.yaml (amendment 6)
+WORLD = 'toy'  # the world of this invocation (`--world`; 15_study, amendment 3: study.yaml's M0 stayed at 4-8 %)
 AS_RUN = ['simulator=""']  # the world as the study ran it: toy.yaml's simulator was the policy until the demo changed
 FRESH = (1300, 1000)  # first fresh test problem, how many (300..1299 scored the session-5 demo: not reused)
 
@@ -264,8 +266,21 @@ def figure3(runs_dir: FilePath, seed: int = 0):
     return plot_logps(paths, ['ORPO (SIPF)', 'DPO (pSRF)'][: len(paths)]) if paths else None
 
 
+def check_world(runs_dir: FilePath, world: str):
+    "Refuse to score runs of another world on this world's fresh problems (one line, exit 2)."
+    import yaml
+    from sipf.config import load_config
+
+    want = dict(load_config(world).task_options)
+    for cfg in sorted(runs_dir.glob('seed*-*/config.yaml')):
+        if yaml.safe_load(cfg.read_text()).get('task_options') != want:
+            print(f"error: {cfg.parent.name} was run on another world than '{world}': pass the --world it ran on")
+            raise SystemExit(2)
+
+
 def cmd_report(args):
     runs_dir, out = FilePath(args.runs_dir), FilePath(args.out)
+    check_world(runs_dir, WORLD)
     out.mkdir(parents=True, exist_ok=True)
     rows = table(score_fresh(runs_dir, args.threads))
     ladder = label_ladder(runs_dir)
@@ -281,6 +296,7 @@ def cmd_report(args):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--world', choices=WORLDS, default='toy', help='the bundled config every rung starts from')
     sub = ap.add_subparsers(dest='cmd', required=True)
     r = sub.add_parser('run', help="run the ladder's rungs for one seed (resumable)")
     r.add_argument('--seed', type=int, default=0)
@@ -293,6 +309,8 @@ def main():
     for p in (r, rep):
         p.add_argument('--runs-dir', default='runs/study')
     args = ap.parse_args()
+    global WORLD
+    WORLD = args.world
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s', datefmt='%H:%M:%S')
     (cmd_run if args.cmd == 'run' else cmd_report)(args)
 

@@ -43,3 +43,21 @@ def test_every_rung_has_a_row_label_and_a_place_in_the_table(study):
     assert set(study.CONTROL.values()) <= set(study.RUNGS)
     labels = [study.row_label(r, 1) for r in study.RUNGS]
     assert len(set(labels)) == len(labels)  # no two rungs print the same row name
+
+
+def test_world_study_runs_every_rung_on_study_yaml(study, monkeypatch, tmp_path):
+    monkeypatch.setattr(study, 'WORLD', 'study')
+    policy, strong = (study.rung_config(r, 1, str(tmp_path)) for r in ('sipf-policy', 'sipf-strong'))
+    assert policy.task_options['min_steps'] == 3 and policy.m0.base == 'base-long' and policy.n_sample == 1000
+    assert policy.simulator == '' and strong.simulator == 'arith-solver'  # the policy rung is its own simulator
+    assert study.fresh_task(tmp_path).problems[0].question != study.fresh_task(tmp_path).problems[1].question
+
+
+def test_report_refuses_runs_of_another_world(study, monkeypatch, tmp_path, capsys):
+    run = tmp_path / 'seed0-gold'
+    run.mkdir()
+    run.joinpath('config.yaml').write_text('task_options: {seed: 0}\n')  # toy.yaml's world
+    study.check_world(tmp_path, 'toy')  # its own world passes
+    with pytest.raises(SystemExit) as e:
+        study.check_world(tmp_path, 'study')
+    assert e.value.code == 2 and "seed0-gold was run on another world than 'study'" in capsys.readouterr().out
