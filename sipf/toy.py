@@ -327,7 +327,7 @@ class ToyBaseConfig:
 
 BASE_RECIPES = {
     'base': ToyBaseConfig(),  # 500 steps: too few for 3-4-step problems (15_study, amendments 1-2)
-    'base-long': ToyBaseConfig(n_texts=192000, epochs=1.0, threads=2),  # 3,000 steps, ~52 min on 2 cores (amendment 6)
+    'base-long': ToyBaseConfig(n_texts=192000, epochs=1.0, threads=2),  # 3,000 steps, 57 min on 2 cores (amendment 6)
     'base-tiny': ToyBaseConfig(n_texts=256, size='tiny'),  # tests
 }
 
