@@ -50,10 +50,12 @@ def test_world_study_runs_every_rung_on_study_yaml(study, monkeypatch, tmp_path)
     policy, strong = (study.rung_config(r, 1, str(tmp_path)) for r in ('sipf-policy', 'sipf-strong'))
     assert policy.task_options['min_steps'] == 3 and policy.m0.base == 'base-long' and policy.n_sample == 1000
     assert policy.simulator == '' and strong.simulator == 'arith-solver'  # the policy rung is its own simulator
-    assert study.fresh_task(tmp_path).problems[0].question != study.fresh_task(tmp_path).problems[1].question
+    fresh = study.fresh_task(tmp_path).problems
+    assert fresh[0].question != fresh[1].question
+    assert all(3 <= len(p.solution.split('\n')) - 1 <= 4 for p in fresh)  # scored on the study's 3-4-step problems
 
 
-def test_report_refuses_runs_of_another_world(study, monkeypatch, tmp_path, capsys):
+def test_report_refuses_runs_of_another_world(study, tmp_path, capsys):
     run = tmp_path / 'seed0-gold'
     run.mkdir()
     run.joinpath('config.yaml').write_text('task_options: {seed: 0}\n')  # toy.yaml's world
